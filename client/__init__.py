@@ -1,0 +1,1 @@
+"""Site side: the Flower ClientApp (thin) and the site pipeline that calls fedcurate.common."""

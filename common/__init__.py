@@ -1,0 +1,1 @@
+"""Flower-free building blocks of fedcurate: data, config, models, scorers, selection, pipeline."""

@@ -1,0 +1,1 @@
+"""Model loading, prompt templates, loss masking, and the tiny offline test model."""

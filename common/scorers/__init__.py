@@ -1,0 +1,5 @@
+"""Scorers: one file per scorer, registered in `SCORERS` by the import lines below."""
+
+from fedcurate.common.scorers.base import SCORERS, Scorer, failed, failure_reason
+
+__all__ = ["SCORERS", "Scorer", "failed", "failure_reason"]

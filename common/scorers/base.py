@@ -1,0 +1,56 @@
+"""The `Scorer` protocol, the scorer registry, and how a scorer reports a per-sample failure.
+
+A scorer turns a batch of samples into one float each, in the same order. A sample it cannot
+score gets `failed(reason)`: a NaN that carries its reason, so the pipeline records why, and no
+sample is ever given a silent default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from fedcurate.common.data.sample import Sample
+from fedcurate.common.registry import Registry
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What every scorer provides. Models load lazily, on the first `score_batch` call."""
+
+    name: str
+    higher_is_better: bool
+
+    def score_batch(self, samples: Sequence[Sample]) -> list[float]:
+        """One score per sample, same order; `failed(reason)` for a sample that cannot be scored."""
+        ...
+
+
+SCORERS: Registry[type[Any]] = Registry("scorer")
+
+
+class ScoreFailure(float):
+    """A NaN score carrying the reason it is missing."""
+
+    reason: str
+
+    def __new__(cls, reason: str) -> ScoreFailure:
+        obj = super().__new__(cls, math.nan)
+        obj.reason = reason
+        return obj
+
+    def __repr__(self) -> str:
+        return f"failed({self.reason!r})"
+
+
+def failed(reason: str) -> float:
+    """The score of a sample that could not be scored, with its reason."""
+    return ScoreFailure(reason)
+
+
+def failure_reason(value: float) -> str:
+    """The reason attached to a failed score; '' for a valid score, 'nan' for an unexplained NaN."""
+    if isinstance(value, ScoreFailure):
+        return value.reason
+    return "nan" if value != value else ""

@@ -1,0 +1,1 @@
+"""Server side: the Flower ServerApp (thin), phase orchestration, threshold and merge maths."""

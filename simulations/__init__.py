@@ -1,0 +1,1 @@
+"""Synthetic mixed-quality data with ground truth, partitioners for sites, experiment runners."""

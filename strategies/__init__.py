@@ -1,0 +1,1 @@
+"""Flower strategies, one per file; their maths lives in pure functions."""
