@@ -121,9 +121,17 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """[run] where outputs go."""
+
+    dir: str = _f("runs/fedcurate", "Run directory; `--out` overrides it. Re-running resumes finished phases.")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
+    run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -181,9 +189,8 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
             problems.append(f"[{sec}] must be a table, got {type(values).__name__}")
             values = {}
         built[sec] = _build_section(sec, cls, values, problems)
-    if not problems:
-        cfg = Config(**built)
-        problems.extend(_cross_checks(cfg))
+    cfg = Config(**built)  # invalid values were left at their defaults, so cross-checks still run
+    problems.extend(_cross_checks(cfg))
     if problems:
         raise ConfigError(source, problems)
     return cfg
@@ -264,6 +271,14 @@ def _cross_checks(cfg: Config) -> list[str]:
                         f"({', '.join(cfg.scoring.scorers)})")
     if not cfg.scoring.scorers:
         problems.append("scoring.scorers: give at least one scorer")
+    from fedcurate.common.scorers import SCORERS  # late import: scorers import this module
+
+    for name in cfg.scoring.scorers:
+        if name not in SCORERS:
+            try:
+                SCORERS.get(name)
+            except KeyError as err:
+                problems.append(f"scoring.scorers: {err.args[0]}")
     if cfg.federation.min_sites > cfg.federation.sites:
         problems.append(f"federation.min-sites = {cfg.federation.min_sites}: must be <= federation.sites "
                         f"({cfg.federation.sites})")

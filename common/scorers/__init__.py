@@ -3,3 +3,6 @@
 from fedcurate.common.scorers.base import SCORERS, Scorer, failed, failure_reason
 
 __all__ = ["SCORERS", "Scorer", "failed", "failure_reason"]
+
+# One import line per scorer module registers it.
+from fedcurate.common.scorers import length, random  # noqa: E402,F401

@@ -1,0 +1,94 @@
+"""Typed config: defaults, TOML loading, every error reported at once, Flower flat bridge."""
+
+from pathlib import Path
+
+import pytest
+
+from fedcurate.common.config import (
+    Config,
+    ConfigError,
+    from_flat,
+    load_config,
+    to_flat,
+    to_toml,
+)
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
+
+
+def test_defaults_are_valid():
+    # Execute
+    cfg = load_config(None)
+    # Assert
+    assert cfg == Config()
+    assert cfg.selection.mode == "fraction"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_round_trip(path, tmp_path):
+    # Execute
+    cfg = load_config(path)
+    (tmp_path / "resolved.toml").write_text(to_toml(cfg))
+    # Assert
+    assert load_config(tmp_path / "resolved.toml") == cfg
+    assert from_flat(to_flat(cfg)) == cfg
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    # Prepare
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[data]\non-error = "ignore"\ncolour = 1\n'
+        "[selection]\nfraction = 1.5\ncount = \"ten\"\n"
+        "[oops]\nx = 1\n"
+        '[scoring]\nscorers = ["lenght"]\n'
+    )
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    # Assert
+    problems = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 6, problems
+    assert "data.on-error = 'ignore': allowed values are 'raise', 'skip'" in problems
+    assert "data.colour: unknown key" in problems
+    assert "selection.fraction = 1.5: must be <= 1.0" in problems
+    assert "selection.count = 'ten': expected int, got str" in problems
+    assert "unknown section [oops]" in problems
+    assert "did you mean 'length'?" in problems
+    assert str(bad) in str(info.value)
+
+
+def test_cross_section_checks():
+    # Execute / Assert
+    with pytest.raises(ConfigError, match="federation.min-sites = 3: must be <= federation.sites"):
+        load_config(None, {"federation.sites": 2, "federation.min-sites": 3})
+    with pytest.raises(ConfigError, match="scoring.primary = 'ifd': must be one of scoring.scorers"):
+        load_config(None, {"scoring.primary": "ifd"})
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    # Prepare
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[data\npath = 1")
+    # Execute / Assert
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_flat_bridge_carries_lists_and_tables():
+    # Prepare
+    cfg = load_config(None, {
+        "data.columns": {"instruction": "question", "response": "answer"},
+        "training.target-modules": ["q_proj", "k_proj", "v_proj"],
+        "federation.site-noise-rates": [0.1, 0.5],
+        "federation.sites": 2,
+    })
+    # Execute
+    flat = to_flat(cfg)
+    # Assert: only Flower run-config value types travel
+    assert all(isinstance(v, bool | int | float | str) for v in flat.values())
+    assert flat["training.target-modules"] == "q_proj,k_proj,v_proj"
+    assert flat["data.columns.instruction"] == "question"
+    assert from_flat(flat) == cfg
