@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-all lint venv clean
+.PHONY: demo test test-all lint venv clean docs
 
 venv: $(STAMP)
 
@@ -34,3 +34,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-out
+
+docs: $(STAMP)
+	$(BIN)/python -m fedcurate.common.config README.md

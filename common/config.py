@@ -371,3 +371,38 @@ def _coerce_lists(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, vars(types) | globals())
+
+
+def reference_markdown() -> str:
+    """The configuration reference (one table per section), as embedded in README.md."""
+    out: list[str] = []
+    for sec, cls in sections().items():
+        out += [f"**[{sec}]** {(cls.__doc__ or '').split('] ', 1)[-1].strip()}", "",
+                "| key | default | allowed | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            meta = f.metadata
+            allowed = " / ".join(f"`{c}`" for c in meta["choices"]) if meta.get("choices") else ""
+            bounds = [f">= {meta['min']}" if meta.get("min") is not None else "",
+                      f"<= {meta['max']}" if meta.get("max") is not None else ""]
+            allowed = allowed or ", ".join(b for b in bounds if b)
+            out.append(f"| `{toml_key(f.name)}` | `{_toml_value(default)}` | {allowed} | {meta['help']} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def update_readme(path: str | Path) -> None:
+    """Replace the text between the README's config-reference markers with `reference_markdown()`."""
+    start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+    text = Path(path).read_text(encoding="utf-8")
+    i, j = text.index(start) + len(start), text.index(end)
+    Path(path).write_text(text[:i] + reference_markdown() + text[j:], encoding="utf-8")
+
+
+if __name__ == "__main__":  # python -m fedcurate.common.config [README.md]
+    import sys
+
+    if len(sys.argv) > 1:
+        update_readme(sys.argv[1])
+    else:
+        print(reference_markdown(), end="")
