@@ -40,7 +40,7 @@ class DataConfig:
     format: str = _f("auto", "File format; `auto` picks by extension.",
                      choices=("auto", "jsonl", "json", "parquet", "csv", "hf-disk"))
     schema: str = _f("auto", "Row layout; `auto` detects it, `columns` uses `data.columns` only.",
-                     choices=("auto", "alpaca", "messages", "question-answer", "prompt-completion", "columns"))
+                     choices=("auto", "native", "alpaca", "messages", "question-answer", "prompt-completion", "columns"))
     columns: dict[str, str] = _f({}, "Column mapping, Sample field -> column name, e.g. "
                                      "{instruction = \"question\", response = \"answer\"}.")
     on_error: str = _f("raise", "`raise`: stop on the first bad file with every bad row listed; "
@@ -68,6 +68,45 @@ class ScoringConfig:
     scorers: list[str] = _f(["length", "random"], "Scorer names (see `fedcurate select --list-scorers`).")
     primary: str = _f("", "Scorer whose score selects samples; empty = the first of `scorers`.")
     seed: int = _f(0, "Seed for stochastic scorers.")
+
+
+@dataclass(frozen=True)
+class RaterConfig:
+    """[[rating.raters]] one LLM judge: a prompt (or SelectIT) through one backend."""
+
+    name: str = _f("rater", "Score column name; unique among raters.")
+    kind: str = _f("prompt", "`prompt`: generate and parse a rating; `selectit`: rating-token probabilities.",
+                   choices=("prompt", "selectit"))
+    prompt: str = _f("ds2", "Shipped template (`ds2`, `alpagasus`, `fineweb-edu`) or a template file path.")
+    backend: str = _f("transformers", "Where the LLM runs.", choices=("transformers", "vllm", "openai"))
+    model: str = _f("tiny", "Model id or path (for `openai`: the served model name).")
+    url: str = _f("", "Base URL of an OpenAI-compatible server (`openai`, or a running vLLM server).")
+    api_key_env: str = _f("OPENAI_API_KEY", "Environment variable holding the API key (`openai`).")
+    vllm_python: str = _f("", "Interpreter of the vLLM environment, used to start a server when `url` is empty.")
+    batch_size: int = _f(8, "Prompts per batch (`transformers`).", min=1)
+    max_new_tokens: int = _f(128, "Generation budget of a `prompt` rating.", min=1)
+    temperature: float = _f(0.0, "Sampling temperature (0 = greedy).", min=0.0)
+    concurrency: int = _f(8, "Requests in flight (`openai`/`vllm`).", min=1)
+    timeout_s: float = _f(120.0, "Per-request timeout (`openai`/`vllm`).", min=0.1)
+    max_retries: int = _f(5, "Retries with backoff on 429/5xx/timeouts.", min=0)
+    selectit_prompts: int = _f(5, "SelectIT sentence level: number of rating prompts.", min=1)
+    selectit_levels: int = _f(5, "SelectIT: number of rating levels K.", min=2)
+    selectit_alpha: float = _f(0.2, "SelectIT sentence level: uncertainty weight alpha.", min=0.0)
+    weight: float = _f(1.0, "Weight in the combined score (SelectIT model level: parameter count).", min=0.0)
+    dtype: str = _f("auto", "Model dtype (`transformers`/`vllm`).", choices=("auto", "float32", "bfloat16", "float16"))
+    tensor_parallel_size: int = _f(1, "vLLM tensor parallel size (GPUs).", min=1)
+    gpu_memory_utilization: float = _f(0.9, "vLLM memory share (on CPU: share of the node for the KV cache).",
+                                       min=0.01, max=1.0)
+
+
+@dataclass(frozen=True)
+class RatingConfig:
+    """[rating] LLM judges; each rater is one `[[rating.raters]]` table."""
+
+    raters: list[RaterConfig] = _f([], "The raters, one `[[rating.raters]]` table each (keys below).")
+    combine: str = _f("weighted-mean", "How rater columns combine into `rating`.",
+                      choices=("weighted-mean", "median", "min", "max"))
+    cache_dir: str = _f("", "On-disk cache of ratings (resume without paying twice); empty = <run dir>/cache.")
 
 
 @dataclass(frozen=True)
@@ -165,6 +204,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    rating: RatingConfig = field(default_factory=RatingConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -236,12 +276,28 @@ def _build_section(sec: str, cls: type, values: dict[str, Any], problems: list[s
             problems.append(f"{sec}.{key}: unknown key; allowed: {', '.join(fields)}")
             continue
         f = fields[key]
+        item_t = _dataclass_item(hints[f.name])
+        if item_t is not None:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                problems.append(f"{sec}.{key}: expected an array of tables ([[{sec}.{key}]])")
+            else:
+                kwargs[f.name] = [_build_section(f"{sec}.{key}[{i}]", item_t, v, problems)
+                                  for i, v in enumerate(value)]
+            continue
         err, coerced = _check_value(f"{sec}.{key}", value, hints[f.name], f.metadata)
         if err:
             problems.append(err)
         else:
             kwargs[f.name] = coerced
     return cls(**kwargs)
+
+
+def _dataclass_item(typ: Any) -> type | None:
+    """The element type of a `list[SomeDataclass]` field, else None."""
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def _check_value(where: str, value: Any, typ: Any, meta: Any) -> tuple[str, Any]:
@@ -313,6 +369,9 @@ def _cross_checks(cfg: Config) -> list[str]:
     if cfg.federation.min_sites > cfg.federation.sites:
         problems.append(f"federation.min-sites = {cfg.federation.min_sites}: must be <= federation.sites "
                         f"({cfg.federation.sites})")
+    names = [r.name for r in cfg.rating.raters]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"rating.raters: name {dup!r} is used by more than one rater")
     rates = cfg.federation.site_noise_rates
     if rates and any(not 0.0 <= r <= 1.0 for r in rates):
         problems.append(f"federation.site-noise-rates = {rates!r}: every rate must lie in [0, 1]")
@@ -325,8 +384,15 @@ def primary_scorer(cfg: Config) -> str:
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     """Nested {section: {kebab-key: value}}, the shape of the TOML file."""
-    return {sec: {toml_key(k): v for k, v in dataclasses.asdict(getattr(cfg, sec)).items()}
-            for sec in sections()}
+    return {sec: _kebab(dataclasses.asdict(getattr(cfg, sec))) for sec in sections()}
+
+
+def _kebab(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {toml_key(k): _kebab(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_kebab(v) for v in obj]
+    return obj
 
 
 def to_toml(cfg: Config) -> str:
@@ -334,10 +400,17 @@ def to_toml(cfg: Config) -> str:
     lines: list[str] = []
     for sec, values in to_dict(cfg).items():
         lines.append(f"[{sec}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
+        tables = {k: v for k, v in values.items() if _is_table_list(v)}
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if key not in tables]
+        for key, items in tables.items():
+            for item in items:
+                lines += ["", f"[[{sec}.{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in item.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _toml_value(value: Any) -> str:
@@ -353,51 +426,62 @@ def _toml_value(value: Any) -> str:
 
 
 def to_flat(cfg: Config) -> dict[str, FlatValue]:
-    """Flower run-config form: `section.key` -> bool/int/float/str; lists comma-joined,
-    tables as `section.key.subkey`."""
+    """Flower run-config form: `section.key` -> bool/int/float/str. Lists are comma-joined, tables
+    become `section.key.subkey`, arrays of tables `section.key.<i>.subkey` (plus `section.key` = count)."""
     flat: dict[str, FlatValue] = {}
     for sec, values in to_dict(cfg).items():
         for key, value in values.items():
-            if isinstance(value, list):
-                flat[f"{sec}.{key}"] = ",".join(str(v) for v in value)
+            if _dataclass_item(_hints(sections()[sec])[key.replace("-", "_")]) is not None:
+                flat[f"{sec}.{key}"] = len(value)
+                for i, item in enumerate(value):
+                    flat.update({f"{sec}.{key}.{i}.{k}": _flat_scalar(v) for k, v in item.items()})
             elif isinstance(value, dict):
-                for sub, v in value.items():
-                    flat[f"{sec}.{key}.{sub}"] = v
+                flat.update({f"{sec}.{key}.{sub}": v for sub, v in value.items()})
             else:
-                flat[f"{sec}.{key}"] = value
+                flat[f"{sec}.{key}"] = _flat_scalar(value)
     return flat
+
+
+def _flat_scalar(value: Any) -> FlatValue:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else value
 
 
 def from_flat(flat: dict[str, Any], source: str = "<run-config>") -> Config:
     """Inverse of `to_flat` (also accepts a Flower `context.run_config`)."""
     raw: dict[str, dict[str, Any]] = {}
-    table_keys = {(sec, toml_key(f.name)) for sec, cls in sections().items()
-                  for f in dataclasses.fields(cls) if typing.get_origin(_hints(cls)[f.name]) is dict}
     for dotted, value in flat.items():
-        parts = dotted.split(".")
-        sec, key = parts[0], parts[1] if len(parts) > 1 else ""
-        if (sec, key) in table_keys:
-            raw.setdefault(sec, {}).setdefault(key, {})[".".join(parts[2:])] = value
-            continue
-        if (sec, key) in {(s, toml_key(f.name)) for s, c in sections().items() for f in dataclasses.fields(c)
-                          if typing.get_origin(_hints(c)[f.name]) is list} and isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        raw.setdefault(sec, {})[".".join(parts[1:])] = value
-    return from_dict(_coerce_lists(raw), source)
+        sec, _, rest = dotted.partition(".")
+        key, _, sub = rest.partition(".")
+        cls = sections().get(sec)
+        typ = _hints(cls).get(key.replace("-", "_")) if cls else None
+        target = raw.setdefault(sec, {})
+        if typ is not None and _dataclass_item(typ) is not None:
+            items = target.setdefault(key, [])
+            if not sub:
+                items.extend({} for _ in range(int(value) - len(items)))
+                continue
+            index, _, field_key = sub.partition(".")
+            items.extend({} for _ in range(int(index) + 1 - len(items)))
+            item_t = _dataclass_item(typ)
+            items[int(index)][field_key] = _unflatten_value(value, _hints(item_t).get(field_key.replace("-", "_")))
+        elif typ is not None and typing.get_origin(typ) is dict:
+            target.setdefault(key, {})[sub] = value
+        else:
+            target[rest] = _unflatten_value(value, typ)
+    return from_dict(raw, source)
 
 
-def _coerce_lists(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Comma-split list values of float fields back into floats."""
-    for sec, cls in sections().items():
-        hints = _hints(cls)
-        for f in dataclasses.fields(cls):
-            key = toml_key(f.name)
-            if typing.get_args(hints[f.name]) == (float,) and isinstance(raw.get(sec, {}).get(key), list):
-                try:
-                    raw[sec][key] = [float(v) for v in raw[sec][key]]
-                except ValueError:
-                    pass  # left as strings: the validator names the bad value
-    return raw
+def _unflatten_value(value: Any, typ: Any) -> Any:
+    """Split a comma-joined list back into items of the list's element type."""
+    if typ is None or typing.get_origin(typ) is not list or not isinstance(value, str):
+        return value
+    items = [v for v in value.split(",") if v]
+    if typing.get_args(typ) == (float,):
+        try:
+            return [float(v) for v in items]
+        except ValueError:
+            return items  # left as strings: the validator names the bad value
+    return items
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -407,8 +491,13 @@ def _hints(cls: type) -> dict[str, Any]:
 def reference_markdown() -> str:
     """The configuration reference (one table per section), as embedded in README.md."""
     out: list[str] = []
+    tables = [(sec, cls) for sec, cls in sections().items()]
     for sec, cls in sections().items():
-        out += [f"**[{sec}]** {(cls.__doc__ or '').split('] ', 1)[-1].strip()}", "",
+        tables += [(f"{sec}.{toml_key(f.name)}", item) for f in dataclasses.fields(cls)
+                   if (item := _dataclass_item(_hints(cls)[f.name])) is not None]
+    for sec, cls in tables:
+        label = f"[[{sec}]]" if "." in sec else f"[{sec}]"
+        out += [f"**{label}** {(cls.__doc__ or '').split('] ', 1)[-1].strip()}", "",
                 "| key | default | allowed | meaning |", "|---|---|---|---|"]
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]

@@ -92,3 +92,33 @@ def test_flat_bridge_carries_lists_and_tables():
     assert flat["training.target-modules"] == "q_proj,k_proj,v_proj"
     assert flat["data.columns.instruction"] == "question"
     assert from_flat(flat) == cfg
+
+
+def test_raters_are_an_array_of_tables(tmp_path):
+    # Prepare
+    path = tmp_path / "r.toml"
+    path.write_text(
+        '[[rating.raters]]\nname = "gpt"\nbackend = "openai"\nurl = "http://127.0.0.1:9/v1"\n'
+        '[[rating.raters]]\nname = "sel"\nkind = "selectit"\nselectit-prompts = 3\n'
+    )
+    # Execute
+    cfg = load_config(path)
+    # Assert
+    assert [r.name for r in cfg.rating.raters] == ["gpt", "sel"]
+    assert cfg.rating.raters[1].selectit_prompts == 3
+    assert from_flat(to_flat(cfg)) == cfg
+    (tmp_path / "again.toml").write_text(to_toml(cfg))
+    assert load_config(tmp_path / "again.toml") == cfg
+
+
+def test_rater_errors_name_the_table(tmp_path):
+    # Prepare
+    path = tmp_path / "r.toml"
+    path.write_text('[[rating.raters]]\nname = "a"\nbackend = "tgi"\n[[rating.raters]]\nname = "a"\n')
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    # Assert
+    problems = "\n".join(info.value.problems)
+    assert "rating.raters[0].backend = 'tgi': allowed values are" in problems
+    assert "name 'a' is used by more than one rater" in problems

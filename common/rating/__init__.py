@@ -1,0 +1,1 @@
+"""LLM rating: backends (transformers, vLLM server, OpenAI-compatible HTTP), prompts, parsing, SelectIT."""
