@@ -132,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # must be set before flwr is first imported
+    logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except (ConfigError, DataError, FileNotFoundError) as err:

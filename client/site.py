@@ -1,0 +1,153 @@
+"""The site side of each phase, free of Flower: read the site's inputs, write its outputs, count.
+
+    result = prepare("site-0", "/data/site-0.jsonl", Path("runs/x/sites/site-0"), cfg)
+
+Every phase writes under `<site_dir>/<phase>/` and ends with an atomically written `DONE` marker;
+a phase whose marker exists is not redone (a re-run resumes), its stored stats are returned instead.
+
+prepare layout:
+    <site_dir>/prepare/samples.jsonl   validated samples, normalised (`write_samples`)
+    <site_dir>/prepare/rejects.jsonl   rows that failed validation (data.on-error = "skip")
+    <site_dir>/prepare/stats.json      {site, num_samples, num_rejects, rejects_by_reason, seconds}
+    <site_dir>/prepare/DONE            written last
+
+Rejects are counted by *kind* (`reject_kind`): the reason cut at its first ':' or '(', with quoted
+values and numbers removed, plus the column in parentheses when the reject names one, e.g.
+"malformed JSON at column", "wrong type (response)", "missing required field (instruction)",
+"duplicate id (id)". Counts thus group by cause, not by offending value, and no row content leaks into
+a kind. Only these counts leave the site; rows and texts never do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedcurate.common.config import Config
+from fedcurate.common.data.loaders import load_from_config, write_rejects, write_samples
+from fedcurate.common.data.sample import Reject
+from fedcurate.common.io import write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+MAX_KIND_CHARS = 80  # a kind is a label, not a message: long reasons are cut
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `prepare` found at one site (the content of stats.json, plus whether it was resumed)."""
+
+    site: str
+    num_samples: int
+    num_rejects: int
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    resumed: bool = False
+
+    def to_stats(self) -> dict[str, Any]:
+        """The stats.json form (without `resumed`, which describes this call, not the data)."""
+        stats = asdict(self)
+        del stats["resumed"]
+        return stats
+
+
+@dataclass(frozen=True)
+class SiteLocation:
+    """Who this site is and where its data and outputs are."""
+
+    site: str
+    data_path: str
+    site_dir: Path
+
+
+def locate(node_config: dict[str, Any], record: dict[str, Any]) -> SiteLocation:
+    """Resolve the site from its node config, falling back on the instruction's record (simulation).
+
+    site:      node "site", else "site-<partition-id>"
+    data_path: node "data-path", else record "data-paths"[partition-id], else record "data-template"
+               formatted with `partition_id`
+    site_dir:  node "run-dir" (a partner's own disk), else <record "run-dir">/sites/<site>
+    """
+    partition = node_config.get("partition-id")
+    if "site" in node_config:
+        site = str(node_config["site"])
+    elif partition is not None:
+        site = f"site-{partition}"
+    else:
+        raise ValueError("this SuperNode has no site name: start it with --node-config "
+                         "'site=\"<name>\" data-path=\"<file>\"'")
+    if "data-path" in node_config:
+        data_path = str(node_config["data-path"])
+    elif "data-paths" in record and partition is not None:
+        data_path = str(record["data-paths"][int(partition)])
+    elif "data-template" in record and partition is not None:
+        data_path = str(record["data-template"]).format(partition_id=partition)
+    else:
+        raise ValueError(f"site {site!r} has no data: start its SuperNode with --node-config "
+                         "'data-path=\"<file>\"'")
+    if "run-dir" in node_config:
+        return SiteLocation(site, data_path, Path(str(node_config["run-dir"])))
+    return SiteLocation(site, data_path, Path(str(record["run-dir"])) / "sites" / site)
+
+
+def phase_dir(site_dir: Path, phase: str) -> Path:
+    return Path(site_dir) / phase
+
+
+def phase_done(site_dir: Path, phase: str) -> bool:
+    return (phase_dir(site_dir, phase) / "DONE").is_file()
+
+
+def reject_kind(reject: Reject) -> str:
+    """Short label of a reject's cause, free of row values (rule in the module docstring)."""
+    unquoted = re.sub(r"'[^']*'|\"[^\"]*\"|(?<![\w-])\d+(?![\w-])", " ", reject.reason)
+    head = " ".join(re.split(r"[:(]", unquoted, maxsplit=1)[0].split()) or "unknown"
+    head = head if len(head) <= MAX_KIND_CHARS else head[: MAX_KIND_CHARS - 3] + "..."
+    return f"{head} ({reject.field})" if reject.field else head
+
+
+def count_reject_kinds(rejects: list[Reject]) -> dict[str, int]:
+    """{kind: count}, most frequent first (ties by name, so the output is deterministic)."""
+    counts = Counter(reject_kind(r) for r in rejects)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_rejects(rejects: list[Reject], limit: int = 20) -> str:
+    """"file:line: kind" per reject (at most `limit`): locates bad rows without quoting their values,
+    so it may leave the site in an error reply (the full `DataError` text stays in the site's log)."""
+    lines = [f"  {r.file}:{r.line}: {reject_kind(r)}" for r in rejects[:limit]]
+    more = [f"  ... and {len(rejects) - limit} more"] if len(rejects) > limit else []
+    return "\n".join([f"{len(rejects)} bad input row(s):", *lines, *more])
+
+
+def prepare(site: str, data_path: str, site_dir: Path, cfg: Config) -> PrepareResult:
+    """Load and validate the site's data with `cfg.data`; write samples, rejects, stats and DONE.
+
+    Raises `DataError` (listing every bad row with file and line) when `data.on-error = "raise"`
+    and a row is bad; nothing is marked done then, so a fixed file is picked up by the next run.
+    """
+    out = phase_dir(site_dir, "prepare")
+    if phase_done(site_dir, "prepare"):
+        stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+        logger.info("[%s] prepare already done (%s): %d samples, %d rejects",
+                    site, out, stats["num_samples"], stats["num_rejects"])
+        return PrepareResult(**stats, resumed=True)
+    start = time.perf_counter()
+    loaded = load_from_config(cfg.data, path=data_path)
+    write_samples(out / "samples.jsonl", loaded.samples)
+    write_rejects(out / "rejects.jsonl", loaded.rejects)
+    result = PrepareResult(site=site, num_samples=len(loaded.samples), num_rejects=len(loaded.rejects),
+                           rejects_by_reason=count_reject_kinds(loaded.rejects),
+                           seconds=round(time.perf_counter() - start, 3))
+    write_json(out / "stats.json", result.to_stats())
+    write_text(out / "DONE", datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+    logger.info("[%s] prepared %d samples, %d rejects %s in %.1f s", site, result.num_samples,
+                result.num_rejects, result.rejects_by_reason or "", result.seconds)
+    return result
