@@ -77,7 +77,8 @@ class RaterConfig:
     name: str = _f("rater", "Score column name; unique among raters.")
     kind: str = _f("prompt", "`prompt`: generate and parse a rating; `selectit`: rating-token probabilities.",
                    choices=("prompt", "selectit"))
-    prompt: str = _f("ds2", "Shipped template (`ds2`, `alpagasus`, `fineweb-edu`) or a template file path.")
+    prompt: str = _f("", "Shipped template (`ds2`, `alpagasus`, `fineweb-edu`; `selectit` prompts) or a template "
+                         "file path; empty = `ds2` for `prompt` raters, the SelectIT prompts for `selectit`.")
     backend: str = _f("transformers", "Where the LLM runs.", choices=("transformers", "vllm", "openai"))
     model: str = _f("tiny", "Model id or path (for `openai`: the served model name).")
     url: str = _f("", "Base URL of an OpenAI-compatible server (`openai`, or a running vLLM server).")
@@ -95,8 +96,14 @@ class RaterConfig:
     weight: float = _f(1.0, "Weight in the combined score (SelectIT model level: parameter count).", min=0.0)
     dtype: str = _f("auto", "Model dtype (`transformers`/`vllm`).", choices=("auto", "float32", "bfloat16", "float16"))
     tensor_parallel_size: int = _f(1, "vLLM tensor parallel size (GPUs).", min=1)
-    gpu_memory_utilization: float = _f(0.9, "vLLM memory share (on CPU: share of the node for the KV cache).",
-                                       min=0.01, max=1.0)
+    gpu_memory_utilization: float = _f(0.0, "vLLM memory share (on CPU: share of the NUMA node for the KV "
+                                            "cache); 0 = auto: 0.9 on GPU, 0.2 on CPU.", min=0.0, max=1.0)
+    max_model_len: int = _f(0, "vLLM context length; 0 = the model's.", min=0)
+    api: str = _f("auto", "OpenAI-compatible API: `auto` = chat for api.openai.com, completions elsewhere.",
+                  choices=("auto", "chat", "completions"))
+    chat_template: bool = _f(False, "Wrap generation prompts in the tokenizer's chat template.")
+    device: str = _f("auto", "`transformers` device.", choices=("auto", "cpu", "cuda"))
+    seed: int = _f(0, "Sampling seed (temperature > 0).")
 
 
 @dataclass(frozen=True)

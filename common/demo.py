@@ -36,8 +36,8 @@ DEMO_SETTINGS: dict[str, object] = {
     "synthetic.noise-rate": 0.4,
     "synthetic.anchor-size": 1500,
     "synthetic.test-size": 200,
-    "training.learning-rate": 3e-3,
-    "training.epochs": 6.0,
+    "training.learning-rate": 5e-3,
+    "training.epochs": 8.0,
     "training.batch-size": 16,
 }
 

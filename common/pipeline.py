@@ -100,7 +100,9 @@ def score_dataset(name: str, samples: Sequence[Sample], cfg: Config, cache_dir: 
 
 def _cache_key(name: str, samples: Sequence[Sample], cfg: Config) -> str:
     h = hashlib.sha256()
-    settings = {"model": to_dict(cfg)["model"], "seed": cfg.scoring.seed}
+    # every section a scorer may read, but not where outputs go or how many samples are kept
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in ("run", "data", "selection", "federation")}
+    settings["scoring"] = {"seed": cfg.scoring.seed}
     h.update(json.dumps([name, settings], sort_keys=True).encode())
     for s in samples:
         h.update(json.dumps([s.id, s.instruction, s.input, s.response]).encode())

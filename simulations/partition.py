@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
+from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
+
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.io import write_jsonl
 from fedcurate.simulations.synthetic import corrupt, derive_seed, generate_clean
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ sample is ever given a silent default.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from fedcurate.common.data.sample import Sample
+from fedcurate.common.failures import ScoreFailure, failed, failure_reason  # noqa: F401 (re-exported)
 from fedcurate.common.registry import Registry
 
 
@@ -28,29 +28,3 @@ class Scorer(Protocol):
 
 
 SCORERS: Registry[type[Any]] = Registry("scorer")
-
-
-class ScoreFailure(float):
-    """A NaN score carrying the reason it is missing."""
-
-    reason: str
-
-    def __new__(cls, reason: str) -> ScoreFailure:
-        obj = super().__new__(cls, math.nan)
-        obj.reason = reason
-        return obj
-
-    def __repr__(self) -> str:
-        return f"failed({self.reason!r})"
-
-
-def failed(reason: str) -> float:
-    """The score of a sample that could not be scored, with its reason."""
-    return ScoreFailure(reason)
-
-
-def failure_reason(value: float) -> str:
-    """The reason attached to a failed score; '' for a valid score, 'nan' for an unexplained NaN."""
-    if isinstance(value, ScoreFailure):
-        return value.reason
-    return "nan" if value != value else ""

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import pytest
+
 from fedcurate.common.data.sample import Sample
 from fedcurate.simulations.partition import (
     partition,

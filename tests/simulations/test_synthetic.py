@@ -7,6 +7,7 @@ import math
 from collections import Counter
 
 import pytest
+
 from fedcurate.common.data.sample import Sample
 from fedcurate.simulations.synthetic import (
     NOISE_TYPES,

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from fedcurate.common.config import DataConfig
 from fedcurate.common.data.loaders import (
     DataFileError,
