@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 DEMO_SETTINGS: dict[str, object] = {
     "scoring.scorers": ["ifd", "perplexity", "length", "random"],
-    "scoring.primary": "ifd",
+    "scoring.primary": "perplexity",
     "selection.mode": "fraction",
     "selection.fraction": 0.5,
-    "model.max-length": 128,
+    "model.max-length": 256,
     "model.batch-size": 32,
     "synthetic.num-samples": 2000,
     "synthetic.noise-rate": 0.4,

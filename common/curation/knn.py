@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import faiss
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -102,6 +101,8 @@ def _ivf_search(x: np.ndarray, m: int, nlist: int | None, nprobe: int,
     queries of a cell turns IVF's per-query scans into matrix products (several times faster on CPU).
     Rows whose probed cells hold fewer than m samples are redone exactly (-1 marks them).
     """
+    import torch  # only this index needs it; keeps the exact path numpy + faiss
+
     n, dim = x.shape
     nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 40))
     kmeans = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=0, max_points_per_centroid=40)
@@ -153,6 +154,9 @@ def candidate_neighbours(emb: np.ndarray, m: int, *, index: str = "exact", nlist
     elif index == "hnsw" and n >= 640:
         sims, idx = _hnsw_search(x, m, progress)
     else:
+        if n > 100_000:
+            logger.info("knn: exact search over N = %d costs N^2 dim flops; curation.knn_index = \"ivf\" "
+                        "is far faster for large N", n)
         sims, idx = _exact_search(x, m, progress)
     short = np.flatnonzero((idx < 0).any(axis=1))
     if short.size:
