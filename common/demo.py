@@ -42,20 +42,22 @@ DEMO_SETTINGS: dict[str, object] = {
 }
 
 
-def demo_config(out_dir: Path, num_samples: int | None = None) -> Config:
-    overrides = dict(DEMO_SETTINGS)
+def demo_config(out_dir: Path, num_samples: int | None = None,
+                extra: dict[str, object] | None = None) -> Config:
+    overrides = {**DEMO_SETTINGS, **(extra or {})}
     if num_samples:
         overrides["synthetic.num-samples"] = num_samples
     overrides["run.dir"] = str(out_dir)
     return load_config(None, overrides)
 
 
-def run_demo(out_dir: Path, num_samples: int | None = None) -> str:
-    """Run the demo under `out_dir`; returns a short human-readable report."""
+def run_demo(out_dir: Path, num_samples: int | None = None, extra: dict[str, object] | None = None) -> str:
+    """Run the demo under `out_dir` (`extra` overrides settings, e.g. to shrink it in tests);
+    returns a short human-readable report."""
     from fedcurate.simulations.synthetic import make_splits, write_splits
 
     out_dir = Path(out_dir)
-    cfg = demo_config(out_dir, num_samples)
+    cfg = demo_config(out_dir, num_samples, extra)
     syn = cfg.synthetic
     splits = make_splits(syn.num_samples, syn.noise_rate, syn.anchor_size, syn.test_size, syn.seed)
     paths = write_splits(splits, out_dir / "data")
