@@ -166,9 +166,34 @@ class TrainingConfig:
     lora_dropout: float = _f(0.05, "LoRA dropout.", min=0.0, max=1.0)
     target_modules: list[str] = _f(["q_proj", "v_proj"], "Modules that receive LoRA adapters.")
     learning_rate: float = _f(2e-4, "Peak learning rate.", min=0.0)
-    epochs: float = _f(1.0, "Passes over the data.", min=0.0)
-    batch_size: int = _f(8, "Samples per optimiser step (before accumulation).", min=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
+    warmup_ratio: float = _f(0.03, "Share of steps with linear warm-up.", min=0.0, max=1.0)
+    scheduler: str = _f("linear", "Learning-rate decay after warm-up.", choices=("linear", "cosine", "constant"))
+    epochs: float = _f(1.0, "Passes over the data (ignored when max-steps > 0).", min=0.0)
+    max_steps: int = _f(0, "Optimiser steps; 0 = from epochs.", min=0)
+    batch_size: int = _f(8, "Samples per micro-batch.", min=1)
+    gradient_accumulation: int = _f(1, "Micro-batches per optimiser step.", min=1)
+    checkpoints: int = _f(4, "Checkpoints saved, evenly spaced over training (adapter + optimizer state + LRs).",
+                          min=1)
+    mixed_precision: str = _f("no", "`bf16`/`fp16` on GPU (adapters stay fp32); `no` on CPU.",
+                              choices=("no", "bf16", "fp16"))
     seed: int = _f(0, "Training seed.")
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """[dynamics] CLUES training-dynamics scores against a clean anchor set."""
+
+    anchor_path: str = _f("", "Clean public anchor set (any supported data file).")
+    preconditioning: str = _f("adam", "`adam`: Adam-preconditioned sample gradients (CLUES); `sgd`: raw.",
+                              choices=("adam", "sgd"))
+    similarity: str = _f("inner", "`inner` product (CLUES) or `cosine` (LESS-style).", choices=("inner", "cosine"))
+    modules: list[str] = _f([], "Only LoRA parameters whose names contain one of these (empty = all).")
+    batch_size: int = _f(8, "Samples per scoring batch.", min=1)
+    projection_dim: int = _f(8192, "LESS-style random projection dimension.", min=1)
+    datainf_lambda_scale: float = _f(0.1, "DataInf damping: lambda = scale * mean squared gradient entry.",
+                                     min=0.0)
+    seed: int = _f(0, "Seed of random projections.")
 
 
 @dataclass(frozen=True)
@@ -215,6 +240,7 @@ class Config:
     curation: CurationConfig = field(default_factory=CurationConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
