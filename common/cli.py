@@ -4,6 +4,8 @@
     fedcurate validate CONFIG          # check a config file, report every problem at once
     fedcurate select --config C --input FILE --out DIR
     fedcurate simulate --config C --sites N --out DIR
+    fedcurate rate --config C --input FILE --out DIR
+    fedcurate bench rating|curation|dynamics|proxy [ARGS...]
 """
 
 from __future__ import annotations
@@ -64,7 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", type=int, help="number of simulated sites (overrides federation.sites)")
     p.add_argument("--input", type=Path, nargs="+", help="one data file per site (default: synthetic data)")
     p.add_argument("--out", type=Path, help="run directory (overrides run.dir)")
+
+    p = _add(sub, "rate", "Rate samples with the configured LLM judges ([[rating.raters]]).",
+             "fedcurate rate --config configs/rating-tiny.toml --input data.jsonl --out runs/rated", _cmd_rate)
+    _config_args(p, required=True)
+    p.add_argument("--input", type=Path, help="data file (overrides data.path)")
+    p.add_argument("--out", type=Path, help="output directory (overrides run.dir)")
+
+    p = _add(sub, "bench", "Run a benchmark; its last output line is a JSON object of figures.",
+             "fedcurate bench rating --samples 64", _cmd_bench)
+    p.add_argument("name", choices=sorted(BENCHES), help="which benchmark")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark (see its --help)")
     return parser
+
+
+# bench name -> module with `main(argv) -> int`
+BENCHES = {
+    "rating": "fedcurate.simulations.bench_rating",
+    "curation": "fedcurate.simulations.bench_curation",
+    "dynamics": "fedcurate.simulations.bench_dynamics",
+    "proxy": "fedcurate.simulations.bench_proxy",
+}
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, object]:
@@ -117,6 +139,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     simulate(cfg, out, cfg.federation.sites, args.input)
     print(f"simulation finished; outputs in {out}/")
     return 0
+
+
+def _cmd_rate(args: argparse.Namespace) -> int:
+    from fedcurate.common.rating.run import run_rate
+
+    cfg = load_config(args.config, _overrides(args.overrides))
+    out = args.out or Path(cfg.run.dir)
+    stats = run_rate(cfg, args.input, out)
+    print(f"rated {stats.get('num_samples', '?')} samples; outputs in {out}/")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCHES[args.name])
+    return int(module.main(args.args) or 0)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
