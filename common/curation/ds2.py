@@ -24,6 +24,7 @@ It is off by default.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,7 +95,11 @@ def site_candidates(emb: np.ndarray, scores: np.ndarray, cfg: CurationConfig,
             logger.info("knn: %d candidates per sample (curation.candidates = %d) so that subsamples of "
                         "%d of %d rarely need brute force", needed, cfg.candidates, m, x.shape[0])
         width = max(width, needed)
-    return candidate_neighbours(x, width, index=cfg.knn_index, progress=progress)
+    start = time.perf_counter()
+    candidates = candidate_neighbours(x, width, index=cfg.knn_index, progress=progress)
+    logger.info("knn: %d x %d %s candidates in %.1f s", x.shape[0], candidates.idx.shape[1], cfg.knn_index,
+                time.perf_counter() - start)
+    return candidates
 
 
 def site_counts(emb: np.ndarray, scores: np.ndarray, cfg: CurationConfig, *,

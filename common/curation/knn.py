@@ -3,9 +3,10 @@
 Embeddings are L2-normalised, so the inner product is the cosine similarity and the distance is
 d = 1 - sim. `candidate_neighbours` computes each sample's M nearest candidates over the whole set
 once (memory O(N * M) plus one block of queries, never N x N): exact faiss `IndexFlatIP` by default;
-for large N an approximate IVF (k-means cells searched cell by cell with one GEMM each) or faiss HNSW. Order is deterministic: the sample itself first
-(similarity set to exactly 1, distance 0), then by similarity descending, then by lower index --
-so exact duplicate embeddings follow their lowest-index copy.
+for large N an approximate IVF (k-means cells, searched cell by cell with one GEMM each) or faiss
+HNSW. Order is deterministic: the sample itself first (similarity set to exactly 1, distance 0),
+then by similarity descending, then by lower index -- so exact duplicate embeddings follow their
+lowest-index copy.
 
 `subsample_knn` gives every member of a round's subsample S its k nearest neighbours *within S*
 (self first): the first candidates that fall in S, counted with multiplicity when a sample is drawn
@@ -20,15 +21,19 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from fedcurate.common.io import write_with
+
 logger = logging.getLogger(__name__)
 
 _QUERY_BLOCK = 8192  # query rows per faiss call: bounds the block's result arrays
+_GEMM_ELEMENTS = 1 << 26  # similarities per IVF cell product (256 MB of float32)
 _FALLBACK_BLOCK = 256  # rows per brute-force block: 256 x |S| float32 similarities (~50 MB at 50k)
 
 
@@ -108,7 +113,8 @@ def _ivf_search(x: np.ndarray, m: int, nlist: int | None, nprobe: int,
     kmeans = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=0, max_points_per_centroid=40)
     kmeans.train(x[np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)])
     cell = kmeans.index.search(x, 1)[1][:, 0]
-    _, probe = faiss.knn(kmeans.centroids, kmeans.centroids, min(nprobe, nlist), metric=faiss.METRIC_INNER_PRODUCT)
+    _, probe = faiss.knn(kmeans.centroids, kmeans.centroids, min(nprobe, nlist),
+                         metric=faiss.METRIC_INNER_PRODUCT)
     order = np.argsort(cell, kind="stable")
     starts = np.searchsorted(cell[order], np.arange(nlist + 1))
     sims = np.full((n, m), -np.inf, dtype=np.float32)
@@ -119,8 +125,11 @@ def _ivf_search(x: np.ndarray, m: int, nlist: int | None, nprobe: int,
         pool = np.concatenate([order[starts[j]:starts[j + 1]] for j in probe[c]])
         if queries.size == 0 or pool.size < m:
             continue
-        top_sims, top = torch.topk(xt[queries] @ xt[pool].T, m, dim=1)
-        sims[queries], idx[queries] = top_sims.numpy(), pool[top.numpy()]
+        pool_t = xt[pool].T
+        step = max(1, _GEMM_ELEMENTS // pool.size)  # bounds memory when k-means makes a huge cell
+        for q in (queries[i:i + step] for i in range(0, queries.size, step)):
+            top_sims, top = torch.topk(xt[q] @ pool_t, m, dim=1)
+            sims[q], idx[q] = top_sims.numpy(), pool[top.numpy()]
     return sims, idx
 
 
@@ -166,6 +175,22 @@ def candidate_neighbours(emb: np.ndarray, m: int, *, index: str = "exact", nlist
         rows = np.arange(start, min(start + _QUERY_BLOCK, n))
         idx[rows], sims[rows] = _order(idx[rows], sims[rows], rows)
     return Candidates(idx, sims)
+
+
+def save_candidates(path: str | Path, candidates: Candidates) -> None:
+    """Write candidate lists atomically (.npz), so a later phase in another process can reuse them."""
+
+    def writer(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, idx=candidates.idx, sims=candidates.sims)
+
+    write_with(path, writer)
+
+
+def load_candidates(path: str | Path) -> Candidates:
+    """Candidate lists written by `save_candidates`."""
+    with np.load(path) as data:
+        return Candidates(data["idx"], data["sims"])
 
 
 def _slots(cum: np.ndarray, k: int) -> np.ndarray:

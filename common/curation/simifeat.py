@@ -91,6 +91,9 @@ def detect(emb: np.ndarray, scores: np.ndarray, T: np.ndarray, p: np.ndarray, cf
     labels, rated = rated_labels(scores, k_cls)
     n = labels.size
     m = require_subsample(rated.size, n, cfg, max(3, cfg.detect_k), "SimiFeat detection")
+    if np.shape(T) != (k_cls, k_cls) or np.shape(p) != (k_cls,):
+        raise ValueError(f"T must be {k_cls}x{k_cls} and p of length {k_cls} (curation.num_classes); "
+                         f"got {np.shape(T)} and {np.shape(p)}")
     if noisy_prior is None:
         noisy_prior = np.bincount(labels[rated], minlength=k_cls) / rated.size
     rates = noise_rates(np.asarray(T, float), np.asarray(p, float), np.asarray(noisy_prior, float))

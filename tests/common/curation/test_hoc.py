@@ -54,10 +54,10 @@ def test_summed_site_counts_equal_counts_of_the_pooled_site_graphs():
         sites.append(labels)
         rounds_by_site.append(rounds)
     # Execute
-    summed = sum_counts([consensus_counts(lab, r, 4) for lab, r in zip(sites, rounds_by_site)])
+    summed = sum_counts([consensus_counts(lab, r, 4) for lab, r in zip(sites, rounds_by_site, strict=True)])
     offsets = np.cumsum([0] + [lab.size for lab in sites[:-1]])
     pooled = consensus_counts(np.concatenate(sites),
-                              [r + off for rs, off in zip(rounds_by_site, offsets) for r in rs], 4)
+                              [r + off for rs, off in zip(rounds_by_site, offsets, strict=True) for r in rs], 4)
     # Assert
     assert summed.rows == pooled.rows == sum(3 * (lab.size // 2) for lab in sites)
     assert (summed.third == pooled.third).all()
@@ -96,7 +96,7 @@ def test_analytic_gradient_matches_autograd():
     Ut, vt = torch.tensor(U, requires_grad=True), torch.tensor(v, requires_grad=True)
     T, p = torch.softmax(Ut, 1), torch.softmax(vt, 0)
     c = (p @ T, T.T @ torch.diag(p) @ T, torch.einsum("i,ia,ib,ic->abc", p, T, T, T))
-    ref = sum(torch.linalg.norm(ci - torch.tensor(mi)) for ci, mi in zip(c, moments))
+    ref = sum(torch.linalg.norm(ci - torch.tensor(mi)) for ci, mi in zip(c, moments, strict=True))
     ref.backward()
     assert loss == pytest.approx(ref.item(), rel=1e-12)
     np.testing.assert_allclose(dU, Ut.grad.numpy(), atol=1e-12)

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from fedcurate.common.curation.knn import candidate_neighbours, candidates_needed, subsample_knn
+from fedcurate.common.curation.knn import (
+    candidate_neighbours,
+    candidates_needed,
+    load_candidates,
+    save_candidates,
+    subsample_knn,
+)
 from fedcurate.simulations.raters import clusterable_data
 
 
@@ -109,6 +115,16 @@ def test_approximate_indexes_find_nearly_all_exact_neighbours(index):
     # Execute
     approx = candidate_neighbours(emb, 20, index=index, progress=False)
     # Assert
-    recall = np.mean([np.intersect1d(a[:10], e[:10]).size / 10 for a, e in zip(approx.idx, exact.idx)])
+    recall = np.mean([np.intersect1d(a[:10], e[:10]).size / 10 for a, e in zip(approx.idx, exact.idx, strict=True)])
     assert recall > 0.95
     assert (approx.idx[:, 0] == np.arange(3000)).all()
+
+
+def test_candidates_survive_a_round_trip_to_disk(tmp_path):
+    # Prepare
+    cand = candidate_neighbours(_unit_rows(50, 8, 7), 10, progress=False)
+    # Execute
+    save_candidates(tmp_path / "cand.npz", cand)
+    back = load_candidates(tmp_path / "cand.npz")
+    # Assert
+    assert (back.idx == cand.idx).all() and (back.sims == cand.sims).all()
