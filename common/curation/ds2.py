@@ -96,7 +96,7 @@ def site_candidates(emb: np.ndarray, scores: np.ndarray, cfg: CurationConfig,
                         "%d of %d rarely need brute force", needed, cfg.candidates, m, x.shape[0])
         width = max(width, needed)
     start = time.perf_counter()
-    candidates = candidate_neighbours(x, width, index=cfg.knn_index, progress=progress)
+    candidates = candidate_neighbours(x, width, index=cfg.knn_index, nprobe=cfg.ivf_nprobe, progress=progress)
     logger.info("knn: %d x %d %s candidates in %.1f s", x.shape[0], candidates.idx.shape[1], cfg.knn_index,
                 time.perf_counter() - start)
     return candidates

@@ -5,4 +5,4 @@ from fedcurate.common.scorers.base import SCORERS, Scorer, failed, failure_reaso
 __all__ = ["SCORERS", "Scorer", "failed", "failure_reason"]
 
 # One import line per scorer module registers it.
-from fedcurate.common.scorers import ifd, length, llm_rating, perplexity, random  # noqa: E402,F401
+from fedcurate.common.scorers import ds2, ifd, length, llm_rating, perplexity, random  # noqa: E402,F401

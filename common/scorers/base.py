@@ -27,4 +27,9 @@ class Scorer(Protocol):
         ...
 
 
+# A dataset-level scorer (its score depends on the other samples, e.g. through a kNN graph) also has
+# `score_dataset(samples) -> list[float]` and `dataset_level = True`; the pipeline then calls it once
+# over the whole dataset instead of `score_batch` per batch.
+
+
 SCORERS: Registry[type[Any]] = Registry("scorer")

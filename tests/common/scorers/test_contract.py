@@ -9,24 +9,27 @@ from fedcurate.common.data.sample import Sample
 from fedcurate.common.scorers import SCORERS, Scorer, failure_reason
 
 SAMPLES = [
-    Sample(id=f"s{i}", instruction=f"Reverse the word: {w}", response=w[::-1], metadata={"clean": True})
+    Sample(id=f"s{i}", instruction=f"Reverse the word: {w}", response=w[::-1], metadata={"clean": True, "rating": i % 6})
     for i, w in enumerate(["planet", "cat", "orange", "sky", "river", "moon"])
 ]
 # Scorers that need settings beyond the defaults to be constructed.
 SETTINGS = {
+    "ds2": {"curation.score-field": "rating"},
+    "ds2-raw": {"curation.score-field": "rating"},
     "rating": {"rating.raters": [{"name": "judge", "kind": "selectit", "model": "tiny", "batch-size": 4,
                                   "selectit-prompts": 2}]},
 }
 
 
 @pytest.mark.parametrize("name", SCORERS.names())
-def test_scorer_contract(name):
+def test_scorer_contract(name, tmp_path):
     # Prepare
-    cfg = load_config(None, {"model.max-length": 256, "model.batch-size": 4, **SETTINGS.get(name, {})})
+    cfg = load_config(None, {"run.dir": str(tmp_path), "model.max-length": 256, "model.batch-size": 4, **SETTINGS.get(name, {})})
     scorer = SCORERS.get(name)(cfg)
     # Execute
-    scores = scorer.score_batch(SAMPLES)
-    reversed_scores = scorer.score_batch(SAMPLES[::-1])
+    score = getattr(scorer, "score_dataset", scorer.score_batch)
+    scores = score(SAMPLES)
+    reversed_scores = score(SAMPLES[::-1])
     # Assert
     assert isinstance(scorer, Scorer)
     assert scorer.name == name and isinstance(scorer.higher_is_better, bool)

@@ -1,0 +1,61 @@
+"""CLUES scorer (Zhao et al., NeurIPS 2024, "CLUES: Collaborative Private-domain High-quality Data
+Selection for LLMs via Training Dynamics"): how well a sample's Adam-preconditioned LoRA gradient aligns
+with the mean gradient of a clean anchor set, over the training checkpoints (TracIn-CP):
+
+    S(z) = 1/C * sum_c eta_c * < Gamma_c(grad l(theta_c, z)), mean_{a in anchor} grad l(theta_c, a) >
+
+(equations and options in fedcurate.common.dynamics.clues). Higher is better. Needs
+`dynamics.anchor-path` and checkpoints from `prepare_checkpoints(cfg, samples)` in
+`dynamics.checkpoints-dir` (default <run.dir>/dynamics). `threshold()` gives the CLUES global threshold:
+the mean score of the anchor samples on the same checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedcurate.common.config import Config
+from fedcurate.common.data.sample import Sample
+from fedcurate.common.dynamics.clues import (
+    Grads,
+    anchor_gradients,
+    anchor_threshold,
+    clues_scores,
+    score_anchor,
+)
+from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, score_options
+from fedcurate.common.scorers.base import SCORERS
+
+
+@SCORERS.register("clues")
+class CluesScorer:
+    """TracIn-CP alignment of the sample's (Adam-preconditioned) LoRA gradient with the anchor gradient."""
+
+    name = "clues"
+    higher_is_better = True
+
+    def __init__(self, config: Config) -> None:
+        if not config.dynamics.anchor_path:
+            raise ValueError("scorer 'clues' needs dynamics.anchor-path (a clean anchor set)")
+        self.config = config
+        self.options = score_options(config)
+        self._anchor_grads: list[Grads] | None = None
+
+    def _prepared(self) -> list[Grads]:
+        if self._anchor_grads is None:
+            dm, ckpts = load_dynamics(self.config)
+            self._anchor_grads = anchor_gradients(dm, load_anchor(self.config), ckpts, self.options.modules)
+        return self._anchor_grads
+
+    def score_batch(self, samples: Sequence[Sample]) -> list[float]:
+        if not samples:
+            return []
+        grads = self._prepared()
+        dm, ckpts = load_dynamics(self.config)
+        return clues_scores(dm, samples, ckpts, grads, self.options)
+
+    def threshold(self) -> float:
+        """tau = mean score of the anchor samples (keep samples with S >= tau)."""
+        grads = self._prepared()
+        dm, ckpts = load_dynamics(self.config)
+        return anchor_threshold(score_anchor(dm, load_anchor(self.config), ckpts, grads, self.options))
