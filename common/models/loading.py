@@ -4,9 +4,12 @@
     model, tok = load_model_and_tokenizer("/models/llama-3-8b")                  # local directory
     model, tok = load_model_and_tokenizer("tiny")                                 # offline test model
     model, tok = get_model("tiny", "float32", "auto")   # loaded once per process, shared by scorers
+    model, tok = load_model_and_tokenizer("runs/x/dynamics/checkpoint-65")       # a peft LoRA adapter directory
 
 The model is returned in eval mode on the resolved device; the tokenizer pads on the right and
-falls back to EOS as its pad token. Nothing is ever downloaded when HF_HUB_OFFLINE is set: a hub id
+falls back to EOS as its pad token. A peft adapter directory (adapter_config.json, no config.json) is
+loaded on its base model (`base_model_name_or_path`) and merged into it; its tokenizer is the one saved
+beside the adapter, else the base model's. Nothing is ever downloaded when HF_HUB_OFFLINE is set: a hub id
 missing from the local cache gives an error that says so.
 """
 
@@ -57,8 +60,11 @@ def load_model_and_tokenizer(
     source = str(tiny_model_dir()) if name_or_path == "tiny" else _check_source(name_or_path)
     kwargs: dict[str, Any] = {_DTYPE_KWARG: DTYPES[dtype]}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        if _is_adapter_dir(source):
+            model, tokenizer = _load_adapter(source, kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:  # transformers raises OSError for missing files, ValueError for bad configs
         raise ModelLoadError(_explain_failure(name_or_path, source, err)) from err
     if tokenizer.pad_token is None:
@@ -88,6 +94,25 @@ def get_model(
 def clear_model_cache() -> None:
     """Drop every model held by `get_model` (frees memory between phases or tests)."""
     _CACHE.clear()
+
+
+def _is_adapter_dir(source: str) -> bool:
+    path = Path(source)
+    return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
+
+
+def _load_adapter(source: str, kwargs: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A peft adapter merged into its base model; the tokenizer saved with the adapter, else the base's."""
+    from peft import PeftConfig, PeftModel
+
+    base_name = PeftConfig.from_pretrained(source).base_model_name_or_path
+    if not base_name:
+        raise ValueError(f"{source}/adapter_config.json names no base_model_name_or_path")
+    base = str(tiny_model_dir()) if base_name == "tiny" else _check_source(base_name)
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model = PeftModel.from_pretrained(model, source).merge_and_unload()
+    has_tokenizer = (Path(source) / "tokenizer_config.json").exists()
+    return model, AutoTokenizer.from_pretrained(source if has_tokenizer else base)
 
 
 def _check_source(name_or_path: str) -> str:
