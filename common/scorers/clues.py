@@ -6,25 +6,24 @@ with the mean gradient of a clean anchor set, over the training checkpoints (Tra
 
 (equations and options in fedcurate.common.dynamics.clues). Higher is better. Needs
 `dynamics.anchor-path` and checkpoints from `prepare_checkpoints(cfg, samples)` in
-`dynamics.checkpoints-dir` (default <run.dir>/dynamics). `threshold()` gives the CLUES global threshold:
+`dynamics.checkpoints-dir` (default <run.dir>/dynamics); without them every sample fails with the
+reason (the `select` pipeline prepares the checkpoints). `threshold()` gives the CLUES global threshold:
 the mean score of the anchor samples on the same checkpoints.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from fedcurate.common.config import Config
 from fedcurate.common.data.sample import Sample
-from fedcurate.common.dynamics.clues import (
-    Grads,
-    anchor_gradients,
-    anchor_threshold,
-    clues_scores,
-    score_anchor,
-)
-from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, score_options
-from fedcurate.common.scorers.base import SCORERS
+from fedcurate.common.dynamics.clues import anchor_gradients, anchor_threshold, clues_scores, score_anchor
+from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, missing_inputs, score_options
+from fedcurate.common.dynamics.scoring import Grads
+from fedcurate.common.scorers.base import SCORERS, failed
+
+logger = logging.getLogger(__name__)
 
 
 @SCORERS.register("clues")
@@ -35,8 +34,6 @@ class CluesScorer:
     higher_is_better = True
 
     def __init__(self, config: Config) -> None:
-        if not config.dynamics.anchor_path:
-            raise ValueError("scorer 'clues' needs dynamics.anchor-path (a clean anchor set)")
         self.config = config
         self.options = score_options(config)
         self._anchor_grads: list[Grads] | None = None
@@ -50,6 +47,10 @@ class CluesScorer:
     def score_batch(self, samples: Sequence[Sample]) -> list[float]:
         if not samples:
             return []
+        why = missing_inputs(self.config)
+        if why:
+            logger.warning("scorer clues: %s", why)
+            return [failed(why)] * len(samples)
         grads = self._prepared()
         dm, ckpts = load_dynamics(self.config)
         return clues_scores(dm, samples, ckpts, grads, self.options)

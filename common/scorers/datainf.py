@@ -6,19 +6,23 @@ LLMs and Diffusion Models"), a CLUES baseline: closed-form influence of a sample
 (equations in fedcurate.common.dynamics.datainf), at the last checkpoint, with the Hessian
 approximation taken over the samples the checkpoints were trained on (train.jsonl beside them) and
 lambda_l = dynamics.datainf-lambda-scale * mean squared gradient entry of module l. The score is -IF:
-higher means the sample lowers the anchor loss more. Needs the same inputs as the `clues` scorer.
+higher means the sample lowers the anchor loss more. Needs the same inputs as the `clues` scorer
+(without them every sample fails with the reason).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from fedcurate.common.config import Config
 from fedcurate.common.data.sample import Sample
-from fedcurate.common.dynamics.clues import Grads
 from fedcurate.common.dynamics.datainf import datainf_hvp, datainf_scores
-from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, load_train
-from fedcurate.common.scorers.base import SCORERS
+from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, load_train, missing_inputs
+from fedcurate.common.dynamics.scoring import Grads
+from fedcurate.common.scorers.base import SCORERS, failed
+
+logger = logging.getLogger(__name__)
 
 
 @SCORERS.register("datainf")
@@ -29,14 +33,16 @@ class DataInfScorer:
     higher_is_better = True
 
     def __init__(self, config: Config) -> None:
-        if not config.dynamics.anchor_path:
-            raise ValueError("scorer 'datainf' needs dynamics.anchor-path (a clean anchor set)")
         self.config = config
         self._hvp: Grads | None = None
 
     def score_batch(self, samples: Sequence[Sample]) -> list[float]:
         if not samples:
             return []
+        why = missing_inputs(self.config, need_train=True)
+        if why:
+            logger.warning("scorer datainf: %s", why)
+            return [failed(why)] * len(samples)
         dm, ckpts = load_dynamics(self.config)
         d = self.config.dynamics
         if self._hvp is None:

@@ -5,11 +5,13 @@ over anchor samples and summed over checkpoints with their learning rates:
 
     S(z) = 1/C * sum_c eta_c * mean_{a in anchor} cos( P Gamma_c(g_c(z)), P g_c(a) )
 
-(details in fedcurate.common.dynamics.less). Higher is better. Needs the same inputs as `clues`.
+(details in fedcurate.common.dynamics.less). Higher is better. Needs the same inputs as `clues` (without
+them every sample fails with the reason).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -17,8 +19,10 @@ import torch
 from fedcurate.common.config import Config
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.dynamics.less import RademacherProjection, less_scores, less_targets
-from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics
-from fedcurate.common.scorers.base import SCORERS
+from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, missing_inputs
+from fedcurate.common.scorers.base import SCORERS, failed
+
+logger = logging.getLogger(__name__)
 
 
 @SCORERS.register("less")
@@ -29,8 +33,6 @@ class LessScorer:
     higher_is_better = True
 
     def __init__(self, config: Config) -> None:
-        if not config.dynamics.anchor_path:
-            raise ValueError("scorer 'less' needs dynamics.anchor-path (a clean anchor set)")
         self.config = config
         d = config.dynamics
         self.projection = RademacherProjection(d.projection_dim, d.seed)
@@ -39,6 +41,10 @@ class LessScorer:
     def score_batch(self, samples: Sequence[Sample]) -> list[float]:
         if not samples:
             return []
+        why = missing_inputs(self.config)
+        if why:
+            logger.warning("scorer less: %s", why)
+            return [failed(why)] * len(samples)
         dm, ckpts = load_dynamics(self.config)
         modules = self.config.dynamics.modules
         if self._targets is None:
