@@ -189,6 +189,8 @@ class DynamicsConfig:
     """[dynamics] CLUES training-dynamics scores against a clean anchor set."""
 
     anchor_path: str = _f("", "Clean public anchor set (any supported data file).")
+    checkpoints_dir: str = _f("", "LoRA checkpoints (adapter + Adam state + LRs) the scores use; empty = "
+                                  "<run dir>/dynamics, trained on the data being selected when absent.")
     preconditioning: str = _f("adam", "`adam`: Adam-preconditioned sample gradients (CLUES); `sgd`: raw.",
                               choices=("adam", "sgd"))
     similarity: str = _f("inner", "`inner` product (CLUES) or `cosine` (LESS-style).", choices=("inner", "cosine"))
@@ -406,6 +408,9 @@ def _cross_checks(cfg: Config) -> list[str]:
     if cfg.federation.min_sites > cfg.federation.sites:
         problems.append(f"federation.min-sites = {cfg.federation.min_sites}: must be <= federation.sites "
                         f"({cfg.federation.sites})")
+    needs_anchor = sorted(set(cfg.scoring.scorers) & {"clues", "datainf", "less"})
+    if needs_anchor and not cfg.dynamics.anchor_path:
+        problems.append(f"dynamics.anchor-path: scorers {', '.join(needs_anchor)} need a clean anchor set")
     names = [r.name for r in cfg.rating.raters]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"rating.raters: name {dup!r} is used by more than one rater")

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ def run_select(cfg: Config, out_dir: Path, input_path: Path | None = None) -> di
     samples = loaded.samples
     log.info("loaded %d samples (%d rejected)", len(samples), len(loaded.rejects))
     load_s = time.perf_counter() - t0
+    cfg = prepare_dynamics(cfg, samples, out_dir)
     columns = [score_dataset(name, samples, cfg, out_dir / "scores") for name in cfg.scoring.scorers]
     primary = next(c for c in columns if c.name == primary_scorer(cfg))
     selection = select(orient(primary.values, primary.higher_is_better), cfg.selection, primary.reasons)
@@ -69,6 +70,21 @@ def run_select(cfg: Config, out_dir: Path, input_path: Path | None = None) -> di
     stats = _stats(samples, loaded.rejects, columns, primary, selection, cfg, load_s)
     io.write_json(out_dir / "stats.json", stats)
     return stats
+
+
+DYNAMICS_SCORERS = {"clues", "datainf", "less"}
+
+
+def prepare_dynamics(cfg: Config, samples: Sequence[Sample], out_dir: Path) -> Config:
+    """Train the LoRA checkpoints that training-dynamics scorers need (reused when already there)."""
+    if not DYNAMICS_SCORERS & set(cfg.scoring.scorers):
+        return cfg
+    from fedcurate.common.dynamics.prepare import prepare_checkpoints
+
+    if not cfg.dynamics.checkpoints_dir:
+        cfg = replace(cfg, dynamics=replace(cfg.dynamics, checkpoints_dir=str(out_dir / "dynamics")))
+    prepare_checkpoints(cfg, samples)
+    return cfg
 
 
 def score_dataset(name: str, samples: Sequence[Sample], cfg: Config, cache_dir: Path) -> ScoreColumn:

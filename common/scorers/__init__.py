@@ -5,4 +5,14 @@ from fedcurate.common.scorers.base import SCORERS, Scorer, failed, failure_reaso
 __all__ = ["SCORERS", "Scorer", "failed", "failure_reason"]
 
 # One import line per scorer module registers it.
-from fedcurate.common.scorers import ds2, ifd, length, llm_rating, perplexity, random  # noqa: E402,F401
+from fedcurate.common.scorers import (  # noqa: E402,F401
+    clues,
+    datainf,
+    ds2,
+    ifd,
+    length,
+    less,
+    llm_rating,
+    perplexity,
+    random,
+)
