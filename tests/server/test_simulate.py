@@ -14,7 +14,7 @@ from fedcurate.server.simulate import simulate, write_synthetic_sites
 
 def _cfg(**overrides):
     base = {"synthetic.num-samples": 200, "synthetic.anchor-size": 10, "synthetic.test-size": 10,
-            "federation.round-timeout-s": 60.0}
+            "federation.round-timeout-s": 600.0}  # generous: a busy CI machine starts Ray slowly
     return load_config(overrides=base | overrides)
 
 
