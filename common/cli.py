@@ -6,12 +6,14 @@
     fedcurate simulate --config C --sites N --out DIR
     fedcurate rate --config C --input FILE --out DIR
     fedcurate curate --config C --input FILE [--ratings FILE] --out DIR
+    fedcurate proxy train|score ...
     fedcurate bench rating|curation|dynamics|proxy [ARGS...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -82,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratings", type=Path, help="ratings.parquet from `fedcurate rate` (default: "
                                                 "curation.score-field, else rate with [rating])")
     p.add_argument("--out", type=Path, help="output directory (overrides run.dir)")
+
+    p = _add(sub, "proxy", "Train a cheap proxy head on LLM ratings, or score a whole corpus with it.",
+             "fedcurate proxy train --input data.jsonl --ratings runs/rated/ratings.parquet --out runs/proxy\n"
+             "  fedcurate proxy score --head runs/proxy/head --input corpus.jsonl --out runs/proxy/scores.parquet",
+             _cmd_proxy)
+    p.add_argument("action", choices=("train", "score"))
+    _config_args(p)
+    p.add_argument("--input", type=Path, help="data file (overrides data.path)")
+    p.add_argument("--ratings", type=Path, help="train: ratings.parquet from `fedcurate rate`")
+    p.add_argument("--column", default="rating", help="train: rating column to learn (default: rating)")
+    p.add_argument("--head", type=Path, help="score: the trained head directory")
+    p.add_argument("--threshold", type=float, help="train: F1 threshold (default 3); score: keep-filter threshold")
+    p.add_argument("--out", type=Path, required=True, help="train: output directory; score: output Parquet file")
 
     p = _add(sub, "bench", "Run a benchmark; its last output line is a JSON object of figures.",
              "fedcurate bench rating --samples 64", _cmd_bench)
@@ -169,6 +184,27 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     stats = run_curate(cfg, args.input, out, args.ratings)
     print(f"curated {stats['num_samples']} samples: {stats['flagged']} flagged, {stats['changed']} changed; "
           f"report in {out}/report/")
+    return 0
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, _overrides(args.overrides))
+    if args.action == "train":
+        from fedcurate.common.proxy.train import proxy_train
+
+        if args.ratings is None:
+            raise ConfigError("proxy train", ["--ratings FILE is required"])
+        threshold = 3.0 if args.threshold is None else args.threshold
+        report = proxy_train(cfg, args.input, args.ratings, args.out, column=args.column, threshold=threshold)
+        print(json.dumps(report.get("metrics", {}).get("validation"), default=str))
+        print(f"head and report in {args.out}/")
+        return 0
+    from fedcurate.common.proxy.scoring import proxy_score
+
+    if args.head is None:
+        raise ConfigError("proxy score", ["--head DIR is required"])
+    stats = proxy_score(cfg, args.head, args.input, args.out, args.threshold)
+    print(f"scored {stats['scored']} samples -> {args.out}")
     return 0
 
 
