@@ -45,3 +45,23 @@ def test_demo_runs_small(tmp_path):
     stats = json.loads((tmp_path / "select" / "stats.json").read_text())
     assert set(stats["precision"]) == {"full", "ifd", "perplexity", "length", "random"}
     assert "perplexity" in report and (tmp_path / "reference-model" / "DONE").exists()
+
+
+def test_select_trains_checkpoints_for_dynamics_scorers(tmp_path, caplog):
+    # Prepare
+    splits = make_splits(num_samples=80, noise_rate=0.4, anchor_size=20, test_size=0, seed=2)
+    write_samples(tmp_path / "train.jsonl", splits.train)
+    write_samples(tmp_path / "anchor.jsonl", splits.anchor)
+    cfg = load_config(None, {"scoring.scorers": ["clues", "less", "datainf"], "model.max-length": 256,
+                             "dynamics.anchor-path": str(tmp_path / "anchor.jsonl"),
+                             "dynamics.projection-dim": 64, "training.max-steps": 8,
+                             "training.batch-size": 8, "training.checkpoints": 2})
+    # Execute
+    stats = run_select(cfg, tmp_path / "run", tmp_path / "train.jsonl")
+    caplog.set_level("INFO")
+    run_select(cfg, tmp_path / "run", tmp_path / "train.jsonl")
+    # Assert
+    assert stats["failures_by_scorer"] == {"clues": 0, "less": 0, "datainf": 0}
+    assert set(stats["precision"]) == {"full", "clues", "less", "datainf"}
+    assert len(list((tmp_path / "run" / "dynamics").glob("checkpoint-*"))) == 2
+    assert "reusing the CLUES checkpoints" in caplog.text or "scorer clues: reusing" in caplog.text
