@@ -98,8 +98,9 @@ def _spawn(spec: dict[str, Any], manifest: Path, kill_at_rows: int | None = None
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     trace: list[tuple[float, int, float]] = []  # (seconds, rows recorded, VmRSS MiB)
     t0 = time.perf_counter()
+    rows = 0
     while proc.poll() is None:
-        rows = _rows(manifest)
+        rows = max(rows, _rows(manifest))  # the manifest disappears after the final merge
         trace.append((round(time.perf_counter() - t0, 1), rows, _vmrss_mib(proc.pid)))
         if kill_at_rows is not None and rows >= kill_at_rows:
             proc.kill()

@@ -84,7 +84,8 @@ def _read_cache(folder: Path) -> dict[bytes, tuple[Path, int]]:
     for chunk in sorted(folder.glob("*.npz")):
         with np.load(chunk) as data:
             for row, key in enumerate(data["keys"]):
-                where[bytes(key)] = (chunk, row)
+                # numpy's S32 drops trailing NUL bytes: pad back to the 32-byte digest
+                where[bytes(key).ljust(32, b"\0")] = (chunk, row)
     return where
 
 

@@ -10,19 +10,22 @@ byte offset (a resumed run seeks there), Parquet, CSV and `datasets` directories
 the loader's streaming readers (a resumed run skips the rows already read). A JSON array file is
 parsed whole by the loader: use JSONL or Parquet for corpora larger than memory.
 
-Duplicate ids are rejected as the loader does (the first occurrence wins), which needs the set of ids
-seen so far: the one thing that grows with the corpus (about 100 bytes per sample).
+Duplicate ids are rejected as the loader does (the first occurrence wins), which needs the ids seen so
+far: the one thing that grows with the corpus, kept as 64-bit hashes (`IdSet`, about 10 bytes per sample).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fedcurate.common.config import DataConfig
 from fedcurate.common.data import formats
@@ -30,6 +33,43 @@ from fedcurate.common.data.loaders import RAW_CHARS, READERS, DataFileError, det
 from fedcurate.common.data.sample import Reject, Sample
 
 logger = logging.getLogger(__name__)
+
+
+class IdSet:
+    """The ids seen so far in about 10 bytes each: 64-bit hashes (blake2b) in a sorted numpy array, plus a
+    Python set of recent ones merged in whenever it reaches a quarter of the array. Two distinct ids
+    share a hash with probability about n^2 / 2^65 (3e-8 for a million ids); the later one would then
+    be rejected as a duplicate: counted and written to the rejects, never silently dropped.
+    """
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+        for id_ in ids:
+            self.add(id_)
+
+    @staticmethod
+    def _key(id_: str) -> int:
+        return int.from_bytes(hashlib.blake2b(id_.encode("utf-8"), digest_size=8).digest(), "little")
+
+    def __contains__(self, id_: object) -> bool:
+        if not isinstance(id_, str):
+            return False
+        key = self._key(id_)
+        if key in self._recent:
+            return True
+        i = int(np.searchsorted(self._sorted, np.uint64(key)))
+        return i < len(self._sorted) and int(self._sorted[i]) == key
+
+    def add(self, id_: str) -> None:
+        self._recent.add(self._key(id_))
+        if len(self._recent) >= max(65536, len(self._sorted) // 4):
+            fresh = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            self._sorted = np.union1d(self._sorted, fresh)
+            self._recent.clear()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
 
 
 @dataclass(frozen=True)
@@ -82,7 +122,7 @@ def _reader_items(path: Path, fmt: str, start: Cursor) -> Iterator[tuple[tuple[i
 
 
 def iter_chunks(path: str | Path, data_cfg: DataConfig, chunk_size: int, *, cursor: Cursor | None = None,
-                layout: str | None = None, seen: set[str] | None = None, done: int = 0) -> Iterator[Chunk]:
+                layout: str | None = None, seen: IdSet | None = None, done: int = 0) -> Iterator[Chunk]:
     """Chunks of up to `chunk_size` valid samples from `cursor` on.
 
     `layout` is the row layout found earlier (None: detect it, or take `data_cfg.schema`), `seen` the
@@ -97,7 +137,7 @@ def iter_chunks(path: str | Path, data_cfg: DataConfig, chunk_size: int, *, curs
     cursor = cursor or Cursor()
     items = _jsonl_items(path, cursor) if fmt == "jsonl" else _reader_items(path, fmt, cursor)
     layout = layout or (None if data_cfg.schema == "auto" else data_cfg.schema)
-    seen = set() if seen is None else seen
+    seen = IdSet() if seen is None else seen
     limit = data_cfg.max_samples
     chunk, pending = Chunk(cursor=cursor, layout=layout), []
     for item, where in items:
@@ -137,7 +177,7 @@ def _detect(path: Path, row: dict[str, Any], columns: dict[str, str]) -> str | N
     return layout
 
 
-def _convert(path: Path, rows: list[tuple[int, Any]], chunk: Chunk, columns: dict[str, str], seen: set[str]) -> None:
+def _convert(path: Path, rows: list[tuple[int, Any]], chunk: Chunk, columns: dict[str, str], seen: IdSet) -> None:
     """Rows -> samples (or rejects) into `chunk`, in order; duplicate ids are rejected."""
     assert chunk.layout is not None
     for line, row in rows:

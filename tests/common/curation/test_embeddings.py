@@ -56,3 +56,17 @@ def test_embed_samples_embeds_the_sample_text():
     b = embed_texts([sample_text(sample)], CurationConfig(), progress=False)
     # Assert
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_cache_finds_keys_ending_in_a_zero_byte(tmp_path):
+    # Prepare: texts whose sha256 key ends in 0x00 (numpy's S32 strips trailing NULs on save)
+    from fedcurate.common.curation.embeddings import _read_cache, _write_chunk, embedding_key
+
+    cfg = CurationConfig()
+    texts = [t for t in (f"text {i}" for i in range(5000)) if embedding_key(t, cfg).endswith(b"\0")][:2]
+    keys = [embedding_key(t, cfg) for t in texts]
+    _write_chunk(tmp_path, keys, np.ones((len(keys), 4), dtype=np.float32))
+    # Execute
+    found = _read_cache(tmp_path)
+    # Assert
+    assert len(texts) == 2 and all(k in found for k in keys)

@@ -8,7 +8,7 @@ import pytest
 
 from fedcurate.common.config import DataConfig
 from fedcurate.common.data.loaders import DataFileError, load_samples, write_samples
-from fedcurate.common.proxy.stream import iter_chunks
+from fedcurate.common.proxy.stream import IdSet, iter_chunks
 from fedcurate.simulations.synthetic import generate_clean
 
 
@@ -87,3 +87,14 @@ def test_undetectable_layout_is_an_error(tmp_path):
     # Execute / Assert
     with pytest.raises(DataFileError, match="cannot detect the row layout"):
         list(iter_chunks(path, DataConfig(), chunk_size=4))
+
+
+def test_id_set_remembers_every_id_across_merges():
+    # Prepare: more ids than the recent set holds, so hashes move into the sorted array
+    ids = [f"id-{k}" for k in range(70_000)]
+    # Execute
+    seen = IdSet(ids)
+    # Assert
+    assert len(seen) == 70_000 and len(seen._sorted) >= 65_536
+    assert all(i in seen for i in ids[::7]) and ids[-1] in seen and ids[0] in seen
+    assert not any(f"other-{k}" in seen for k in range(2000))
