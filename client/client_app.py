@@ -1,4 +1,4 @@
-"""Flower ClientApp: one handler per phase; each unpacks the message, calls `client/site.py`, packs the reply.
+"""Flower ClientApp: one handler per phase; it unpacks the message, runs the step (`client/handlers.py`), packs the reply.
 
 Every instruction carries a ConfigRecord "config": the flat experiment config (`to_flat`), "run-dir" and,
 in simulation, "data-template" (formatted with `partition_id`) or "data-paths" (indexed by partition id).
@@ -14,47 +14,48 @@ from __future__ import annotations
 
 import logging
 
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from fedcurate.client import site as site_phases
+from fedcurate.client.handlers import handle
 from fedcurate.common.config import Config, from_flat
 from fedcurate.common.data.loaders import DataFileError
 from fedcurate.common.data.sample import DataError
+from fedcurate.server.messages import pack, unpack
+from fedcurate.server.phases import PHASES
 
 logger = logging.getLogger(__name__)
 
 # Keys of the "config" record that are not experiment config.
-TRANSPORT_KEYS = ("run-dir", "data-template", "data-paths")
+TRANSPORT_KEYS = ("run-dir", "data-template", "data-paths", "step")
 
 app = ClientApp()
 
 
-def unpack(msg: Message, context: Context) -> tuple[Config, site_phases.SiteLocation]:
+def unpack_instruction(msg: Message, context: Context) -> tuple[Config, site_phases.SiteLocation]:
     """The typed config and where this site's data and outputs are, from the instruction and node config."""
     record = dict(msg.content["config"])
     cfg = from_flat({k: v for k, v in record.items() if k not in TRANSPORT_KEYS}, source="<instruction>")
     return cfg, site_phases.locate(dict(context.node_config), record)
 
 
-@app.query("prepare")
-def prepare(msg: Message, context: Context) -> Message:
-    """Load and validate the site's data; reply with counts (no rows, no text)."""
-    cfg, where = unpack(msg, context)
-    site = where.site
+def run_step(msg: Message, context: Context) -> Message:
+    """Unpack the instruction, run its step at this site (`client/handlers.py`), pack the reply."""
+    cfg, where = unpack_instruction(msg, context)
+    step = str(msg.content["config"]["step"])
     try:
-        result = site_phases.prepare(site, where.data_path, where.site_dir, cfg)
-    except (DataError, DataFileError, FileNotFoundError) as err:  # the site's data, not a bug: no traceback
-        logger.error("[%s] prepare failed: %s", site, err)
-        return _data_error_reply(msg, site, err)
-    info = ConfigRecord({"site": site, "resumed": result.resumed})
-    if result.rejects_by_reason:  # empty lists are left out: ConfigRecord.count_bytes fails on them
-        info["reject-kinds"] = list(result.rejects_by_reason)
-        info["reject-counts"] = list(result.rejects_by_reason.values())
-    metrics = MetricRecord({"num-samples": result.num_samples, "num-rejects": result.num_rejects,
-                            "seconds": float(result.seconds)})
-    return Message(RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
+        reply = handle(step, cfg, where, unpack(msg.content))
+    except (DataError, DataFileError) as err:  # the site's data, not a bug: no traceback, no row values
+        logger.error("[%s] %s failed: %s", where.site, step, err)
+        return _data_error_reply(msg, where.site, err)
+    return Message(pack(reply, {}), reply_to=msg)
+
+
+# One handler per phase (message type "query.<phase>"); the step inside a phase is in the config record.
+for _phase in PHASES:
+    app.query(_phase)(run_step)
 
 
 def _data_error_reply(msg: Message, site: str, err: Exception) -> Message:

@@ -67,6 +67,9 @@ class ScoringConfig:
 
     scorers: list[str] = _f(["length", "random"], "Scorer names (see `fedcurate select --list-scorers`).")
     primary: str = _f("", "Scorer whose score selects samples; empty = the first of `scorers`.")
+    weights: list[float] = _f([], "Composite score: one weight per scorer of `scorers`, applied to scores "
+                                  "standardised with the federation-wide mean and standard deviation; "
+                                  "empty = the primary scorer's score alone.")
     seed: int = _f(0, "Seed for stochastic scorers.")
 
 
@@ -154,8 +157,14 @@ class CurationConfig:
 class SelectionConfig:
     """[selection] how many samples to keep."""
 
-    mode: str = _f("fraction", "Keep a fraction, a count, or every sample clearing a threshold.",
-                   choices=("fraction", "count", "threshold"))
+    mode: str = _f("fraction", "Keep a fraction, a count, every sample clearing `threshold`, or (`anchor`) "
+                               "every sample scoring at least the mean CLUES score of the anchor set.",
+                   choices=("fraction", "count", "threshold", "anchor"))
+    scope: str = _f("global", "`global`: one threshold agreed from all sites' histograms; `local`: each site "
+                              "applies the rule to its own data (the per-site baseline).",
+                    choices=("global", "local"))
+    bins: int = _f(1024, "Bins of the server's histogram grid for the global threshold.", min=2)
+    refine_rounds: int = _f(3, "Extra histogram rounds zooming into the bin that holds the cut.", min=0)
     fraction: float = _f(0.5, "Share of samples to keep in `fraction` mode.", min=0.0, max=1.0)
     count: int = _f(1000, "Samples to keep in `count` mode.", min=0)
     threshold: float = _f(0.0, "Minimum (oriented) score to keep in `threshold` mode.")
@@ -213,6 +222,16 @@ class FederationConfig:
     dirichlet_alpha: float = _f(0.5, "Concentration of the Dirichlet split over task families.", min=1e-6)
     site_noise_rates: list[float] = _f([], "Per-site noise rates for `quality-skew` (synthetic data).")
     round_timeout_s: float = _f(600.0, "Seconds to wait for the replies of one phase.", min=1.0)
+    warmup_rounds: int = _f(2, "Federated LoRA rounds that make the shared CLUES checkpoints (one each).", min=1)
+    train_rounds: int = _f(3, "Federated LoRA rounds on the selected data (0 = no training phase).", min=0)
+    local_steps: int = _f(10, "Optimiser steps per site per round (warm-up and training).", min=1)
+    aggregation: str = _f("fedavg", "`fedavg`: average adapters every round (weighted by examples); `merge`: "
+                                    "each site trains all rounds' steps alone, then one merge.",
+                          choices=("fedavg", "merge"))
+    exact: str = _f("none", "FedAvg of LoRA factors (`none`, FedIT) or of the products BA re-factored (`svd`).",
+                    choices=("none", "svd"))
+    merge_method: str = _f("linear", "One-shot merge of site adapters (`aggregation = merge`).",
+                           choices=("linear", "svd", "ties", "dare"))
     seed: int = _f(0, "Partition seed.")
 
 
@@ -232,6 +251,18 @@ class RunConfig:
     """[run] where outputs go."""
 
     dir: str = _f("runs/fedcurate", "Run directory; `--out` overrides it. Re-running resumes finished phases.")
+    stop_after: str = _f("", "Last phase to run (empty = all; `fedcurate select` stops after `select`).",
+                         choices=("", "prepare", "curate", "warmup", "dynamics", "threshold", "select", "train",
+                                  "evaluate"))
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """[evaluation] held-out evaluation of the trained adapter at the server."""
+
+    test_path: str = _f("", "Held-out test set the server evaluates on (empty = no evaluation).")
+    max_samples: int = _f(200, "Evaluate at most this many test samples (0 = all).", min=0)
+    exact_match: bool = _f(True, "Also generate greedily and count exact matches (slower than the loss).")
 
 
 @dataclass(frozen=True)
@@ -249,6 +280,7 @@ class Config:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 class ConfigError(ValueError):
@@ -414,6 +446,12 @@ def _cross_checks(cfg: Config) -> list[str]:
     names = [r.name for r in cfg.rating.raters]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"rating.raters: name {dup!r} is used by more than one rater")
+    if cfg.scoring.weights and len(cfg.scoring.weights) != len(cfg.scoring.scorers):
+        problems.append(f"scoring.weights: {len(cfg.scoring.weights)} weight(s) for {len(cfg.scoring.scorers)} "
+                        f"scorer(s); give one per scorer, in the order of scoring.scorers")
+    if cfg.selection.mode == "anchor" and (primary_scorer(cfg) != "clues" or cfg.scoring.weights):
+        problems.append("selection.mode = 'anchor' (the CLUES rule) needs scoring.primary = 'clues' and no "
+                        "scoring.weights")
     rates = cfg.federation.site_noise_rates
     if rates and any(not 0.0 <= r <= 1.0 for r in rates):
         problems.append(f"federation.site-noise-rates = {rates!r}: every rate must lie in [0, 1]")

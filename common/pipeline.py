@@ -1,15 +1,20 @@
-"""Centralized pipeline: load, score with every configured scorer, select, write the run directory.
+"""Centralized mode: the phases of a federated run with one in-process site, plus per-scorer scoring.
 
     fedcurate select --config configs/centralized.toml --input data.jsonl --out runs/c1
 
-Outputs (all written atomically) under the run directory:
+`run_select` runs the same orchestrator (`server/orchestrator.py`) and site steps (`client/handlers.py`)
+as a federation, through an in-process transport, so one site gives the same selection as a one-site
+federation. Besides the run directory of a federated run (`server/`, `sites/local/`, `stats/`) it writes,
+atomically, at the top of the run directory:
     scores.parquet   one row per sample: id, one column per scorer (+ `<scorer>_reason` for failures),
                      `selected`, `drop_reason`, and `clean` when the data carries ground truth
     selected.jsonl   the kept samples (Sample fields plus `score`)
     rejects.jsonl    input rows rejected by the loader, with file, line, field and reason
-    stats.json       kept / dropped / dropped by reason, timings, and precision per scorer on labelled data
+    stats.json       kept / dropped / dropped by reason, timings per phase, and precision per scorer on
+                     labelled data (each scorer's own top budget, next to full data)
     config.toml      the resolved configuration
-    scores/          per-scorer caches: a re-run with the same data and settings skips finished scorers
+Per-scorer caches live under `sites/local/dynamics/scores/`: a re-run with the same data and settings
+skips finished scorers, and finished phases are not redone.
 """
 
 from __future__ import annotations
@@ -29,11 +34,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from fedcurate.common import io
-from fedcurate.common.config import Config, primary_scorer, to_dict, to_toml
-from fedcurate.common.data.loaders import load_from_config, write_rejects
+from fedcurate.common.config import Config, primary_scorer, to_dict
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.scorers import SCORERS, failure_reason
-from fedcurate.common.selection import Selection, orient, select
+from fedcurate.common.selection import orient, select
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +53,68 @@ class ScoreColumn:
     seconds: float
 
 
+CENTRAL_SITE = "local"
+
+
 def run_select(cfg: Config, out_dir: Path, input_path: Path | None = None) -> dict[str, Any]:
-    """Run the centralized pipeline; returns the stats written to `stats.json`."""
+    """Run the phases of a federated run with one in-process site (up to `select`, or `run.stop-after`);
+    returns the stats written to `stats.json`."""
+    from fedcurate.client.site import SiteLocation
+    from fedcurate.server.orchestrator import run_phases
+    from fedcurate.server.transport import LocalTransport
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    io.write_text(out_dir / "config.toml", to_toml(cfg))
+    path = input_path or cfg.data.path
+    if not path:
+        raise ValueError("no input data: give --input or set data.path")
+    cfg = replace(cfg, run=replace(cfg.run, dir=str(out_dir)))
+    where = SiteLocation(CENTRAL_SITE, str(path), out_dir / "sites" / CENTRAL_SITE)
     t0 = time.perf_counter()
-    loaded = load_from_config(cfg.data, input_path)
-    write_rejects(out_dir / "rejects.jsonl", loaded.rejects)
-    samples = loaded.samples
-    log.info("loaded %d samples (%d rejected)", len(samples), len(loaded.rejects))
-    load_s = time.perf_counter() - t0
-    cfg = prepare_dynamics(cfg, samples, out_dir)
-    columns = [score_dataset(name, samples, cfg, out_dir / "scores") for name in cfg.scoring.scorers]
-    primary = next(c for c in columns if c.name == primary_scorer(cfg))
-    selection = select(orient(primary.values, primary.higher_is_better), cfg.selection, primary.reasons)
-    _write_scores(out_dir / "scores.parquet", samples, columns, selection)
-    io.write_jsonl(out_dir / "selected.jsonl",
-                   ({**s.to_dict(), "score": primary.values[i]} for i, s in enumerate(samples) if selection.keep[i]))
-    stats = _stats(samples, loaded.rejects, columns, primary, selection, cfg, load_s)
+    summaries = run_phases(cfg, out_dir, LocalTransport([where], cfg), stop_after=cfg.run.stop_after or "select")
+    stats = write_central_outputs(cfg, out_dir, where.site_dir, summaries)
+    stats["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
     io.write_json(out_dir / "stats.json", stats)
+    return stats
+
+
+def write_central_outputs(cfg: Config, out_dir: Path, site_dir: Path,
+                          summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """scores.parquet, selected.jsonl, rejects.jsonl at the top of a centralized run; returns its stats."""
+    import shutil
+
+    from fedcurate.client.handlers import site_columns
+
+    io.write_with(out_dir / "rejects.jsonl", lambda tmp: shutil.copyfile(site_dir / "prepare" / "rejects.jsonl", tmp))
+    picked = pq.read_table(site_dir / "select" / "scores.parquet").to_pydict()
+    io.write_with(out_dir / "selected.jsonl",
+                  lambda tmp: shutil.copyfile(site_dir / "select" / "selected.jsonl", tmp))
+    columns = [ScoreColumn(name, c["higher_is_better"], [float(v) for v in c["values"]], list(c["reasons"]), 0.0)
+               for name, c in site_columns(site_dir).items()]
+    table: dict[str, Any] = {"id": picked["id"]}
+    for c in columns:
+        table[c.name], table[f"{c.name}_reason"] = c.values, c.reasons
+    table.update(score=picked["score"], selected=picked["selected"], drop_reason=picked["drop_reason"])
+    if "clean" in picked:
+        table["clean"] = picked["clean"]
+    io.write_with(out_dir / "scores.parquet", lambda tmp: pq.write_table(pa.table(table), tmp))
+    site_stats = json.loads((site_dir / "select" / "stats.json").read_text(encoding="utf-8"))
+    prep = summaries["prepare"]
+    stats: dict[str, Any] = {
+        "num_samples": site_stats["num-samples"],
+        "num_rejected_rows": prep["num_rejects"],
+        "primary_scorer": primary_scorer(cfg),
+        "composite": summaries["threshold"].get("composite"),
+        "kept": site_stats["kept"],
+        "dropped": site_stats["dropped"],
+        "dropped_by_reason": site_stats["dropped-by-reason"],
+        "threshold": site_stats["threshold"],
+        "failures_by_scorer": {c.name: sum(1 for r in c.reasons if r) for c in columns},
+        "timings_s": {p: s.get("seconds", 0.0) for p, s in summaries.items()},
+        "phases": {p: str(out_dir / "server" / p / "summary.json") for p in summaries},
+    }
+    labels = None if "clean" not in picked else np.asarray(picked["clean"], dtype=bool)
+    if labels is not None:
+        stats["precision"] = precision_by_scorer(labels, columns, cfg)
     return stats
 
 
@@ -126,46 +172,12 @@ def _cache_key(name: str, samples: Sequence[Sample], cfg: Config) -> str:
     return h.hexdigest()
 
 
-def _write_scores(path: Path, samples: Sequence[Sample], columns: Sequence[ScoreColumn],
-                  selection: Selection) -> None:
-    data: dict[str, Any] = {"id": [s.id for s in samples]}
-    for c in columns:
-        data[c.name] = c.values
-        data[f"{c.name}_reason"] = c.reasons
-    data["selected"] = selection.keep.tolist()
-    data["drop_reason"] = selection.reasons
-    labels = ground_truth(samples)
-    if labels is not None:
-        data["clean"] = labels.tolist()
-    table = pa.table(data)
-    io.write_with(path, lambda tmp: pq.write_table(table, tmp))
-
-
 def ground_truth(samples: Sequence[Sample]) -> np.ndarray | None:
     """The `clean` flags of labelled (e.g. synthetic) data, or None if any sample lacks one."""
     flags = [s.metadata.get("clean") for s in samples]
     if not flags or any(not isinstance(f, bool) for f in flags):
         return None
     return np.asarray(flags, dtype=bool)
-
-
-def _stats(samples: Sequence[Sample], rejects: Sequence[Any], columns: Sequence[ScoreColumn],
-           primary: ScoreColumn, selection: Selection, cfg: Config, load_s: float) -> dict[str, Any]:
-    stats: dict[str, Any] = {
-        "num_samples": len(samples),
-        "num_rejected_rows": len(rejects),
-        "primary_scorer": primary.name,
-        "kept": selection.num_kept,
-        "dropped": len(samples) - selection.num_kept,
-        "dropped_by_reason": selection.dropped_by_reason(),
-        "threshold": selection.threshold,
-        "failures_by_scorer": {c.name: sum(1 for r in c.reasons if r) for c in columns},
-        "timings_s": {"load": round(load_s, 3), **{f"score_{c.name}": round(c.seconds, 3) for c in columns}},
-    }
-    labels = ground_truth(samples)
-    if labels is not None:
-        stats["precision"] = precision_by_scorer(labels, columns, cfg)
-    return stats
 
 
 def precision_by_scorer(labels: np.ndarray, columns: Sequence[ScoreColumn], cfg: Config) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from fedcurate.common.io import write_json, write_text
 
-PHASES = ("prepare",)  # in run order; later: curate, dynamics, threshold, select, train, evaluate
+PHASES = ("prepare", "curate", "warmup", "dynamics", "threshold", "select", "train", "evaluate")  # run order
 
 
 def phase_dir(run_dir: Path, phase: str) -> Path:
@@ -28,6 +28,13 @@ def phase_dir(run_dir: Path, phase: str) -> Path:
 
 def phase_done(run_dir: Path, phase: str) -> bool:
     return (phase_dir(run_dir, phase) / "DONE").is_file()
+
+
+def read_summary(run_dir: Path, phase: str) -> dict[str, Any]:
+    """The summary.json a finished phase wrote."""
+    import json
+
+    return json.loads((phase_dir(run_dir, phase) / "summary.json").read_text(encoding="utf-8"))
 
 
 def write_phase_done(run_dir: Path, phase: str, summary: dict[str, Any]) -> Path:

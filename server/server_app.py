@@ -4,9 +4,11 @@
 readable by the ServerApp) and/or flat `section.key` overrides, plus `run-dir`. `fedcurate simulate`
 builds its own app with `make_server_app(cfg, run_dir, ...)` (run_simulation passes no run config).
 
-Every instruction carries a ConfigRecord "config": the flat config, "run-dir" and, in simulation, where
-each partition's data lies ("data-template" or "data-paths"). A phase whose DONE marker exists under
-`<run-dir>/server/<phase>/` is skipped, so a re-run resumes.
+The phases themselves are Flower-free (`server/orchestrator.py`); this module only turns their payloads
+into messages and back (`FlowerTransport`). Every instruction carries a ConfigRecord "config": the flat
+config, "run-dir", the step and, in simulation, where each partition's data lies ("data-template" or
+"data-paths"). A phase whose DONE marker exists under `<run-dir>/server/<phase>/` is skipped, so a
+re-run resumes.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
 from fedcurate.common.config import Config, FederationConfig, from_flat, load_config, to_flat
-from fedcurate.server import phases
+from fedcurate.server.messages import content_bytes, pack, unpack
+from fedcurate.server.orchestrator import run_phases
+from fedcurate.server.transport import Payload, RoundResult, tap
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +65,64 @@ def config_from_run_config(run_config: dict[str, Any]) -> tuple[Config, Path]:
 
 
 def run(grid: Grid, cfg: Config, run_dir: Path, transport: dict[str, Any]) -> None:
-    """Run every phase that is not done yet."""
-    if phases.phase_done(run_dir, "prepare"):
-        logger.info("[ROUND prepare] already done (%s), skipping", phases.phase_dir(run_dir, "prepare"))
-        return
+    """Run every phase that is not done yet (see `server/orchestrator.py`)."""
     nodes = wait_for_nodes(grid, cfg.federation)
     record = {**to_flat(cfg), "run-dir": str(Path(run_dir).resolve()), **transport}
-    run_prepare(grid, cfg, run_dir, nodes, record)
+    run_phases(cfg, Path(run_dir), FlowerTransport(grid, nodes, record, cfg.federation.round_timeout_s))
+
+
+class FlowerTransport:
+    """The orchestrator's rounds as Flower messages: `query.<phase>` to every node, replies by site name.
+
+    Content of an instruction: "config" (flat config, run dir, where simulated data lies, and the "step"),
+    "values" (the payload's values as one JSON string) and "arrays" (the payload's arrays). A reply has
+    the same layout. Sites are named by the "site" value of every reply, so a node's identity survives
+    restarts (node ids do not).
+    """
+
+    def __init__(self, grid: Grid, nodes: list[int], record: dict[str, Any], timeout: float) -> None:
+        self.grid, self.nodes, self.record, self.timeout = grid, list(nodes), dict(record), timeout
+        self.site_of: dict[int, str] = {}
+
+    def round(self, phase: str, step: str, payload: Payload,
+              per_site: dict[str, Payload] | None = None) -> RoundResult:
+        if per_site:
+            raise NotImplementedError("per-site payloads are not used by any phase")
+        content = pack(payload, {**self.record, "step": step})
+        size = content_bytes(content)
+        msgs = [Message(pack(payload, {**self.record, "step": step}), dst_node_id=node,
+                        message_type=f"{MessageType.QUERY}.{phase}", group_id=step) for node in self.nodes]
+        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
+        result = RoundResult(replies={})
+        answered = set()
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            answered.add(node)
+            name = self.site_of.get(node, f"node-{node}")
+            if reply.has_error():
+                result.excluded.append({"site": name, "node_id": node, "reason": reply.error.reason})
+                logger.error("[ROUND %s] %s (node %d) failed: %s", step, name, node, reply.error.reason)
+                continue
+            try:
+                got = unpack(reply.content)
+                name = str(got.values["site"])
+            except (KeyError, ValueError, TypeError) as err:
+                result.excluded.append({"site": name, "node_id": node, "reason": f"unreadable reply: {err}"})
+                continue
+            if name in result.replies:
+                raise RuntimeError(f"two SuperNodes report the same site name {name!r}: give each a "
+                                   f"distinct --node-config site=...")
+            self.site_of[node] = name
+            tap("sent", name, step, payload)
+            tap("received", name, step, got)
+            result.replies[name] = got
+            result.traffic[name] = {"sent": size, "received": content_bytes(reply.content)}
+        for node in self.nodes:
+            if node not in answered:
+                name = self.site_of.get(node, f"node-{node}")
+                result.excluded.append({"site": name, "node_id": node,
+                                        "reason": f"no reply within {self.timeout:.0f} s"})
+        return result
 
 
 def wait_for_nodes(grid: Grid, fed: FederationConfig, poll_s: float = 1.0) -> list[int]:
@@ -89,57 +144,3 @@ def wait_for_nodes(grid: Grid, fed: FederationConfig, poll_s: float = 1.0) -> li
         logger.warning("proceeding with %d of %d sites (federation.min-sites = %d): nodes %s",
                        len(nodes), fed.sites, fed.min_sites, nodes)
     return nodes
-
-
-def query_round(grid: Grid, phase: str, nodes: list[int], record: dict[str, Any],
-                timeout: float) -> tuple[list[Message], list[dict[str, Any]], dict[str, int]]:
-    """Send `query.<phase>` to `nodes`; return (ok replies, excluded nodes with reasons, bytes)."""
-    msgs = [Message(RecordDict({"config": ConfigRecord(dict(record))}), dst_node_id=node,
-                    message_type=f"{MessageType.QUERY}.{phase}", group_id=phase) for node in nodes]
-    bytes_sent = sum(_content_bytes(m.content) for m in msgs)  # before sending: the grid consumes them
-    replies = list(grid.send_and_receive(msgs, timeout=timeout))
-    ok = [r for r in replies if not r.has_error()]
-    excluded = [{"node_id": r.metadata.src_node_id, "reason": r.error.reason}
-                for r in replies if r.has_error()]
-    answered = {r.metadata.src_node_id for r in replies}
-    excluded += [{"node_id": n, "reason": f"no reply within {timeout:.0f} s"} for n in nodes if n not in answered]
-    for item in excluded:
-        logger.error("[ROUND %s] node %d excluded: %s", phase, item["node_id"], item["reason"])
-    traffic = {"bytes_sent": bytes_sent,
-               "bytes_received": sum(_content_bytes(r.content) for r in ok)}
-    logger.info("[ROUND %s] %d/%d sites replied (sent %d B, received %d B)", phase, len(ok), len(nodes),
-                traffic["bytes_sent"], traffic["bytes_received"])
-    return ok, excluded, traffic
-
-
-def run_prepare(grid: Grid, cfg: Config, run_dir: Path, nodes: list[int], record: dict[str, Any]) -> None:
-    start = time.monotonic()
-    ok, excluded, traffic = query_round(grid, "prepare", nodes, record, cfg.federation.round_timeout_s)
-    if len(ok) < cfg.federation.min_sites:
-        reasons = "; ".join(f"node {e['node_id']}: {e['reason']}" for e in excluded)
-        raise RuntimeError(f"[ROUND prepare] {len(ok)} site(s) replied OK, federation.min-sites = "
-                           f"{cfg.federation.min_sites}. {reasons}")
-    site_replies = [_prepare_reply(r) for r in ok]
-    summary = phases.summarize_prepare(site_replies)
-    summary["node_ids"] = {r["site"]: r["node_id"] for r in site_replies}
-    summary["excluded"] = excluded
-    summary["communication"] = traffic
-    summary["seconds"] = round(time.monotonic() - start, 3)
-    path = phases.write_phase_done(run_dir, "prepare", summary)
-    logger.info("[ROUND prepare] %d samples, %d rejects over %d sites -> %s", summary["num_samples"],
-                summary["num_rejects"], summary["num_sites"], path)
-
-
-def _prepare_reply(reply: Message) -> dict[str, Any]:
-    info, metrics = reply.content["info"], reply.content["metrics"]
-    kinds, counts = info.get("reject-kinds", []), info.get("reject-counts", [])
-    return {"site": str(info["site"]), "node_id": reply.metadata.src_node_id,
-            "num_samples": int(metrics["num-samples"]), "num_rejects": int(metrics["num-rejects"]),
-            "rejects_by_reason": {str(k): int(c) for k, c in zip(kinds, counts, strict=True)}}
-
-
-def _content_bytes(content: RecordDict) -> int:
-    """Payload bytes of a message's records: serialised size of config/metric records, tensor bytes of
-    array records. (Flower 1.41's ConfigRecord.count_bytes fails on "" and [], hence deflate.)"""
-    return sum(record.count_bytes() if isinstance(record, ArrayRecord) else len(record.deflate())
-               for record in content.values())

@@ -33,6 +33,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -195,3 +196,74 @@ def keep_mask(scores: Sequence[float] | np.ndarray, threshold: float) -> np.ndar
     if threshold == math.inf:
         return np.zeros(s.shape, dtype=bool)
     return ~np.isnan(s) & (s >= threshold)
+
+
+# ------------------------------------------------------------------ exact cut by histogram refinement
+@dataclass(frozen=True)
+class Interval:
+    """The score range a histogram round bins: [lo, hi) or, when `closed`, [lo, hi]."""
+
+    lo: float
+    hi: float
+    closed: bool = True
+
+
+def interval_histogram(scores: Sequence[float] | np.ndarray, edges: np.ndarray, closed: bool) -> dict[str, Any]:
+    """A site's reply to one refinement round: counts of the scores inside the grid's interval per bin
+    (bins [e_i, e_i+1), the last one closed when `closed`), and how many scores lie above the interval
+    (>= hi, or > hi when closed; +inf included), below it (-inf included) and are NaN. Nothing is clamped."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    edges = np.asarray(edges, dtype=np.float64)
+    lo, hi, bins = edges[0], edges[-1], len(edges) - 1
+    nan = np.isnan(s)
+    above = (s > hi) if closed else (s >= hi)
+    below = s < lo
+    inside = s[~nan & ~above & ~below]
+    idx = np.clip(np.searchsorted(edges, inside, side="right") - 1, 0, bins - 1)
+    return {"counts": np.bincount(idx, minlength=bins).astype(np.int64), "num-above": int(above.sum()),
+            "num-below": int(below.sum()), "num-nan": int(nan.sum()),
+            "inside-min": float(inside.min()) if inside.size else math.nan,
+            "inside-max": float(inside.max()) if inside.size else math.nan}
+
+
+def tie_quota(scores: Sequence[float] | np.ndarray, threshold: float, tie_fraction: float) -> np.ndarray:
+    """Keep mask for a cut that falls inside a run of equal scores: every score > threshold, and of the
+    scores == threshold the first floor(tie_fraction * n_ties) in sample order. With one site this keeps
+    exactly the target; over sites the sum of floors keeps at most it."""
+    s = np.asarray(scores, dtype=np.float64)
+    keep = ~np.isnan(s) & (s > threshold)
+    ties = np.flatnonzero(s == threshold)
+    keep[ties[: int(math.floor(tie_fraction * ties.size + 1e-9))]] = True
+    return keep
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One refinement step's outcome: a final threshold, or the interval to bin next."""
+
+    threshold: float | None  # keep score >= threshold; None = refine `next`
+    kept: int  # samples the threshold keeps (when final), else those surely kept (above the next interval)
+    next: Interval | None = None
+
+
+def find_cut(counts: np.ndarray, num_above: int, edges: np.ndarray, closed: bool, target: int,
+             can_refine: bool) -> Cut:
+    """Where the `target`-th best score lies on a summed histogram (see `interval_histogram`).
+
+    S_j = num_above + counts[j:].sum() is how many scores are >= e_j (S_bins = num_above). The smallest j
+    with S_j <= target gives the largest kept set not above the target. If S_j == target, or the cut
+    cannot be narrowed further, e_j is final (at most `target` kept, exact unless ties straddle it);
+    otherwise the cut lies in bin j-1 and the next round bins that bin alone.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    bins = len(counts)
+    kept = np.append(np.cumsum(counts[::-1])[::-1], 0) + int(num_above)
+    j = int(np.argmax(kept <= target))
+    if kept[j] > target:  # even the interval's top keeps too many: happens only with ties above hi
+        j = bins
+    top = edges[-1] if not closed else np.nextafter(edges[-1], math.inf)
+    t_j = float(edges[j]) if j < bins else float(top)
+    a, b = float(edges[j - 1]) if j > 0 else float(edges[0]), float(edges[j]) if j < bins else float(edges[-1])
+    if kept[j] == target or j == 0 or not can_refine or not (np.nextafter(a, math.inf) < b):
+        return Cut(t_j, int(kept[j]))
+    return Cut(None, int(kept[j]), Interval(a, b, closed=closed and j == bins))

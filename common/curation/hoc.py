@@ -61,6 +61,12 @@ class ConsensusCounts:
         return _from_third(np.asarray(d["third"], dtype=np.int64).reshape(k, k, k), int(d["rows"]))
 
 
+def counts_from_third(third: np.ndarray, rows: int) -> ConsensusCounts:
+    """Consensus counts from third-order counts (flat K^3 or [K, K, K]); the lower orders are its sums."""
+    k = round(np.asarray(third).size ** (1 / 3))
+    return _from_third(np.asarray(third, dtype=np.int64).reshape(k, k, k), rows)
+
+
 def _from_third(third: np.ndarray, rows: int) -> ConsensusCounts:
     second = third.sum(axis=2)
     return ConsensusCounts(second.sum(axis=1), second, third, rows)

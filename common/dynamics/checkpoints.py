@@ -39,6 +39,8 @@ from fedcurate.common import io
 from fedcurate.common.config import Config
 
 INFO_FILE = "checkpoint.json"
+# Anchor gradients computed elsewhere (the federated server) for these checkpoints: `<step>/<layer name>`.
+ANCHOR_GRADS_FILE = "anchor-gradients.safetensors"
 STATE_FILE = "state.safetensors"
 _DIR_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -149,3 +151,27 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint) -> None:
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(ckpt.adapter[name].to(param.device, param.dtype))
+
+
+def save_anchor_gradients(root: Path, steps: list[int], grads: list[dict[str, torch.Tensor]]) -> Path:
+    """Store the anchor gradient of each checkpoint step beside the checkpoints (atomically)."""
+    flat = {f"{step}/{name}": t.detach().float().cpu().contiguous()
+            for step, g in zip(steps, grads, strict=True) for name, t in g.items()}
+    path = Path(root) / ANCHOR_GRADS_FILE
+    io.write_with(path, lambda tmp: save_file(flat, str(tmp)))
+    return path
+
+
+def load_anchor_gradients(root: Path, steps: list[int]) -> list[dict[str, torch.Tensor]] | None:
+    """The stored anchor gradients for `steps` (None when there is no file); a missing step is an error."""
+    path = Path(root) / ANCHOR_GRADS_FILE
+    if not path.exists():
+        return None
+    flat = load_file(str(path))
+    out: list[dict[str, torch.Tensor]] = []
+    for step in steps:
+        g = {k.split("/", 1)[1]: t for k, t in flat.items() if k.split("/", 1)[0] == str(step)}
+        if not g:
+            raise ValueError(f"{path}: no anchor gradient for checkpoint step {step}")
+        out.append(g)
+    return out

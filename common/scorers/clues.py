@@ -9,6 +9,9 @@ with the mean gradient of a clean anchor set, over the training checkpoints (Tra
 `dynamics.checkpoints-dir` (default <run.dir>/dynamics); without them every sample fails with the
 reason (the `select` pipeline prepares the checkpoints). `threshold()` gives the CLUES global threshold:
 the mean score of the anchor samples on the same checkpoints.
+
+In a federated run the server sends the checkpoints together with their anchor gradients
+(`anchor-gradients.safetensors` beside them); the scorer then uses those and needs no anchor set.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from collections.abc import Sequence
 
 from fedcurate.common.config import Config
 from fedcurate.common.data.sample import Sample
+from fedcurate.common.dynamics.checkpoints import (
+    ANCHOR_GRADS_FILE,
+    checkpoints_dir,
+    list_checkpoints,
+    load_anchor_gradients,
+)
 from fedcurate.common.dynamics.clues import anchor_gradients, anchor_threshold, clues_scores, score_anchor
 from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, missing_inputs, score_options
 from fedcurate.common.dynamics.scoring import Grads
@@ -41,13 +50,15 @@ class CluesScorer:
     def _prepared(self) -> list[Grads]:
         if self._anchor_grads is None:
             dm, ckpts = load_dynamics(self.config)
-            self._anchor_grads = anchor_gradients(dm, load_anchor(self.config), ckpts, self.options.modules)
+            given = load_anchor_gradients(checkpoints_dir(self.config), [c.step for c in ckpts])
+            self._anchor_grads = (given if given is not None else
+                                  anchor_gradients(dm, load_anchor(self.config), ckpts, self.options.modules))
         return self._anchor_grads
 
     def score_batch(self, samples: Sequence[Sample]) -> list[float]:
         if not samples:
             return []
-        why = missing_inputs(self.config)
+        why = "" if _has_given_gradients(self.config) else missing_inputs(self.config)
         if why:
             logger.warning("scorer clues: %s", why)
             return [failed(why)] * len(samples)
@@ -60,3 +71,8 @@ class CluesScorer:
         grads = self._prepared()
         dm, ckpts = load_dynamics(self.config)
         return anchor_threshold(score_anchor(dm, load_anchor(self.config), ckpts, grads, self.options))
+
+
+def _has_given_gradients(cfg: Config) -> bool:
+    root = checkpoints_dir(cfg)
+    return (root / ANCHOR_GRADS_FILE).exists() and bool(list_checkpoints(root))

@@ -30,7 +30,7 @@ def test_select_writes_outputs_and_resumes(tmp_path, caplog):
     assert stats["precision"]["full"] == 0.6
     assert len((out / "selected.jsonl").read_text().splitlines()) == 50
     assert json.loads((out / "stats.json").read_text())["kept"] == 50
-    assert "reusing" in caplog.text and again["kept"] == stats["kept"]
+    assert "already done" in caplog.text and again["kept"] == stats["kept"]
     assert (out / "config.toml").exists()
 
 
@@ -47,15 +47,15 @@ def test_demo_runs_small(tmp_path):
     assert "perplexity" in report and (tmp_path / "reference-model" / "DONE").exists()
 
 
-def test_select_trains_checkpoints_for_dynamics_scorers(tmp_path, caplog):
+def test_select_warms_up_shared_checkpoints_for_dynamics_scorers(tmp_path, caplog):
     # Prepare
     splits = make_splits(num_samples=80, noise_rate=0.4, anchor_size=20, test_size=0, seed=2)
     write_samples(tmp_path / "train.jsonl", splits.train)
     write_samples(tmp_path / "anchor.jsonl", splits.anchor)
     cfg = load_config(None, {"scoring.scorers": ["clues", "less", "datainf"], "model.max-length": 256,
                              "dynamics.anchor-path": str(tmp_path / "anchor.jsonl"),
-                             "dynamics.projection-dim": 64, "training.max-steps": 8,
-                             "training.batch-size": 8, "training.checkpoints": 2})
+                             "dynamics.projection-dim": 64, "federation.warmup-rounds": 2,
+                             "federation.local-steps": 4, "training.batch-size": 8})
     # Execute
     stats = run_select(cfg, tmp_path / "run", tmp_path / "train.jsonl")
     caplog.set_level("INFO")
@@ -63,5 +63,6 @@ def test_select_trains_checkpoints_for_dynamics_scorers(tmp_path, caplog):
     # Assert
     assert stats["failures_by_scorer"] == {"clues": 0, "less": 0, "datainf": 0}
     assert set(stats["precision"]) == {"full", "clues", "less", "datainf"}
-    assert len(list((tmp_path / "run" / "dynamics").glob("checkpoint-*"))) == 2
-    assert "reusing the CLUES checkpoints" in caplog.text or "scorer clues: reusing" in caplog.text
+    assert len(list((tmp_path / "run" / "server" / "warmup" / "checkpoints").glob("checkpoint-*"))) == 2
+    assert len(list((tmp_path / "run" / "sites" / "local" / "dynamics" / "checkpoints").glob("checkpoint-*"))) == 2
+    assert "[PHASE warmup] already done" in caplog.text

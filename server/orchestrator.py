@@ -1,0 +1,573 @@
+"""The phases of a run, server side, free of Flower: what to send, how to aggregate, what to write.
+
+    summaries = run_phases(cfg, Path("runs/x"), transport)          # a FlowerTransport or a LocalTransport
+
+Phases, in order (each one or more rounds of `transport.round`; a phase that does not apply is
+recorded as skipped):
+
+    prepare    sites load and validate their data                         replies: counts
+    curate     DS2: consensus counts -> server sums, solves T and p ->     replies: counts, then numbers
+               sites detect and correct with the global T                  of changed scores
+    warmup     federated LoRA rounds; each round's average (adapter and    replies: adapter + Adam moments
+               Adam moments) is one shared CLUES checkpoint
+    dynamics   server computes the anchor gradients at every checkpoint    replies: per-scorer moments
+               and broadcasts them with the checkpoints; sites score
+    threshold  composite score range, then histograms on server grids      replies: min/max, bin counts
+               narrowing to the cut -> one global threshold (or the CLUES
+               anchor rule, a fixed threshold, or per-site local rules)
+    select     sites keep what clears it                                   replies: kept / dropped by reason
+    train      federated LoRA on the kept data (FedAvg per round, or       replies: adapter + Adam moments
+               one local run per site and a one-shot merge)
+    evaluate   the server evaluates the merged adapter on its test set    (no round)
+
+Outputs: `<run>/server/<phase>/summary.json` then `DONE` (a re-run skips done phases: resume), server
+artefacts beside them (checkpoints, T, adapter), `<run>/stats/<phase>.json` (per site: what it replied, who
+was excluded and why) and `<run>/stats/communication.json` (bytes sent and received per round per site).
+A reply that fails validation is excluded with its reason and never aggregated; a phase with fewer than
+`federation.min-sites` valid replies stops the run with every reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcurate.common import io
+from fedcurate.common.config import Config, primary_scorer, to_toml
+from fedcurate.common.selection import budget
+from fedcurate.server import phases, threshold
+from fedcurate.server.transport import Payload, RoundResult, Transport
+from fedcurate.strategies.validation import expected_spec, validate_arrays, validate_counts
+
+logger = logging.getLogger(__name__)
+
+PHASES = phases.PHASES
+DYNAMICS_SCORERS = {"clues", "datainf", "less"}
+DS2_SCORERS = {"ds2", "ds2-raw"}
+
+
+class PhaseError(RuntimeError):
+    """A phase cannot go on (too few valid replies, a server-side failure)."""
+
+
+@dataclass
+class Run:
+    """What the phases share: config, run directory, transport, the communication log."""
+
+    cfg: Config
+    run_dir: Path
+    transport: Transport
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    traffic: list[dict[str, Any]] = field(default_factory=list)
+
+    def server_dir(self, phase: str) -> Path:
+        return phases.phase_dir(self.run_dir, phase)
+
+    def round(self, phase: str, step: str, payload: Payload, validate: Callable[[str, Payload], list[str]]
+              | None = None) -> RoundResult:
+        """One round: send, validate every reply (exclude bad ones), log bytes, enforce min-sites."""
+        start = time.monotonic()
+        result = self.transport.round(phase, step, payload)
+        for site in sorted(result.replies):
+            problems = validate(site, result.replies[site]) if validate else []
+            if problems:
+                result.exclude(site, f"[{step}] invalid reply: " + "; ".join(problems))
+        for site, t in sorted(result.traffic.items()):
+            self.traffic.append({"phase": phase, "step": step, "site": site, **t})
+        logger.info("[ROUND %s] %d site(s) replied, %d excluded, %d B sent, %d B received in %.1f s", step,
+                    len(result.replies), len(result.excluded), sum(t["sent"] for t in result.traffic.values()),
+                    sum(t["received"] for t in result.traffic.values()), time.monotonic() - start)
+        if len(result.replies) < self.cfg.federation.min_sites:
+            reasons = "; ".join(f"{e['site']}: {e['reason']}" for e in result.excluded) or "no site connected"
+            raise PhaseError(f"[{step}] {len(result.replies)} valid repl(ies), federation.min-sites = "
+                             f"{self.cfg.federation.min_sites}: {reasons}")
+        return result
+
+
+def run_phases(cfg: Config, run_dir: Path, transport: Transport, stop_after: str | None = None
+               ) -> dict[str, dict[str, Any]]:
+    """Run every phase not yet done, up to `stop_after` (default `run.stop-after`, else all)."""
+    run = Run(cfg, Path(run_dir), transport)
+    io.write_text(run.run_dir / "config.toml", to_toml(cfg))
+    last = stop_after or cfg.run.stop_after or PHASES[-1]
+    if last not in PHASES:
+        raise ValueError(f"unknown phase {last!r}; phases are {', '.join(PHASES)}")
+    comm_path = run.run_dir / "stats" / "communication.json"
+    if comm_path.exists():
+        run.traffic = json.loads(comm_path.read_text(encoding="utf-8"))
+    for phase in PHASES:
+        if phases.phase_done(run.run_dir, phase):
+            logger.info("[PHASE %s] already done, skipping (%s)", phase, run.server_dir(phase))
+            run.summaries[phase] = phases.read_summary(run.run_dir, phase)
+        else:
+            start = time.monotonic()
+            logger.info("[PHASE %s] starting", phase)
+            summary = PHASE_FUNCTIONS[phase](run)
+            summary["seconds"] = round(time.monotonic() - start, 3)
+            summary["communication"] = _phase_traffic(run.traffic, phase)
+            io.write_json(comm_path, run.traffic)
+            phases.write_phase_done(run.run_dir, phase, summary)
+            run.summaries[phase] = summary
+        if phase == last:
+            break
+    return run.summaries
+
+
+def _phase_traffic(traffic: list[dict[str, Any]], phase: str) -> dict[str, Any]:
+    rows = [t for t in traffic if t["phase"] == phase]
+    per_site: dict[str, dict[str, int]] = {}
+    for t in rows:
+        s = per_site.setdefault(t["site"], {"sent": 0, "received": 0})
+        s["sent"] += t["sent"]
+        s["received"] += t["received"]
+    return {"rounds": len({t["step"] for t in rows}), "bytes_sent": sum(t["sent"] for t in rows),
+            "bytes_received": sum(t["received"] for t in rows), "per_site": per_site}
+
+
+def _write_site_stats(run: Run, phase: str, result: RoundResult, extra: dict[str, Any] | None = None) -> None:
+    io.write_json(run.run_dir / "stats" / f"{phase}.json",
+                  {"sites": {s: r.values for s, r in sorted(result.replies.items())},
+                   "excluded": result.excluded, **(extra or {})})
+
+
+def _skipped(why: str) -> dict[str, Any]:
+    logger.info("skipped: %s", why)
+    return {"skipped": why}
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _require(values: dict[str, Any], *keys: str) -> list[str]:
+    return [f"missing value {k!r}" for k in keys if k not in values]
+
+
+# ---------------------------------------------------------------- prepare
+def phase_prepare(run: Run) -> dict[str, Any]:
+    def check(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "num-samples", "num-rejects")
+        if not bad and (int(r.values["num-samples"]) < 0 or int(r.values["num-rejects"]) < 0):
+            bad.append("negative counts")
+        return bad
+
+    result = run.round("prepare", "prepare", Payload(), check)
+    summary = phases.summarize_prepare([
+        {"site": s, "num_samples": int(r.values["num-samples"]), "num_rejects": int(r.values["num-rejects"]),
+         "rejects_by_reason": dict(r.values.get("rejects-by-reason", {}))} for s, r in result.replies.items()])
+    if all("num-clean" in r.values for r in result.replies.values()):
+        summary["num_clean"] = sum(int(r.values["num-clean"]) for r in result.replies.values())
+    summary["excluded"] = result.excluded
+    _write_site_stats(run, "prepare", result)
+    return summary
+
+
+# ---------------------------------------------------------------- curate
+def phase_curate(run: Run) -> dict[str, Any]:
+    from fedcurate.common.curation.hoc import counts_from_third, solve_hoc, sum_counts
+
+    cfg = run.cfg
+    if not DS2_SCORERS & set(cfg.scoring.scorers):
+        return _skipped("no DS2 scorer (ds2, ds2-raw) in scoring.scorers")
+    k = cfg.curation.num_classes
+
+    def check_counts(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "rows") + ([] if "third" in r.arrays else ["missing array 'third'"])
+        return bad or validate_counts(r.arrays["third"], expected_shape=(k ** 3,), total=int(r.values["rows"]))
+
+    counts = run.round("curate", "curate/counts", Payload(), check_counts)
+    total = sum_counts([counts_from_third(np.asarray(r.arrays["third"], dtype=np.int64), int(r.values["rows"]))
+                        for r in counts.replies.values()])
+    hoc = solve_hoc(total, cfg.curation)
+    out = run.server_dir("curate")
+    io.write_json(out / "transition.json", {"T": hoc.T.tolist(), "p": hoc.p.tolist(), "loss": hoc.loss,
+                                            "rows": total.rows})
+    applied = run.round("curate", "curate/apply", Payload(arrays={"T": np.asarray(hoc.T, dtype=np.float64),
+                                                                  "p": np.asarray(hoc.p, dtype=np.float64)}),
+                        lambda s, r: _require(r.values, "changed", "flagged"))
+    _write_site_stats(run, "curate", applied, {"counts": {s: r.values for s, r in counts.replies.items()}})
+    return {"T": hoc.T.tolist(), "p": hoc.p.tolist(), "hoc_loss": hoc.loss, "rows": total.rows,
+            "sites": sorted(applied.replies), "excluded": counts.excluded + applied.excluded,
+            "changed": {s: r.values["changed"] for s, r in applied.replies.items()}}
+
+
+# ---------------------------------------------------------------- LoRA rounds (warm-up and training)
+def round_seed(base: int, *tags: object) -> int:
+    """Seed of one LoRA round: the same at every site (one site then reproduces centralized mode)."""
+    digest = hashlib.sha256(json.dumps([base, *map(str, tags)]).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _check_state(spec: dict[str, Any]) -> Callable[[str, Payload], list[str]]:
+    def check(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "num-examples")
+        if bad:
+            return bad
+        n = int(r.values["num-examples"])
+        if n < 0:
+            return [f"num-examples = {n} < 0"]
+        if n == 0:
+            return [] if not r.arrays else ["arrays sent with num-examples = 0"]
+        return validate_arrays(r.arrays, spec)
+    return check
+
+
+def lora_rounds(run: Run, phase: str, state: dict[str, np.ndarray], rounds: int, steps: int,
+                out: Path, exact: str | None, on_round: Callable[[int, dict[str, np.ndarray], float], None]
+                ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """`rounds` FedAvg rounds of `steps` local steps from `state`; resumes from `out/round-<r>/state.npz`."""
+    from fedcurate.common.federated_lora import average_states
+
+    log: list[dict[str, Any]] = []
+    spec = expected_spec(state)
+    total = rounds * steps
+    for r in range(1, rounds + 1):
+        saved = out / f"round-{r}"
+        if (saved / "round.json").exists():
+            with np.load(saved / "state.npz") as z:
+                state = {k: z[k] for k in z.files}
+            log.append(json.loads((saved / "round.json").read_text(encoding="utf-8")))
+            continue
+        payload = Payload({"start-step": (r - 1) * steps, "steps": steps, "total-steps": total,
+                           "seed": round_seed(run.cfg.training.seed, phase, r)}, state)
+        result = run.round(phase, f"{phase}/{r}", payload, _check_state(spec))
+        contributing = {s: p for s, p in result.replies.items() if int(p.values["num-examples"]) > 0}
+        if not contributing:
+            raise PhaseError(f"[{phase}/{r}] no site had samples to train on")
+        names = sorted(contributing)
+        state = average_states([contributing[s].arrays for s in names],
+                               [float(contributing[s].values["num-examples"]) for s in names], exact=exact)
+        lr_mean = float(np.mean([_num(contributing[s].values["lr-mean"]) for s in names]))
+        entry = {"round": r, "step": r * steps, "lr_mean": lr_mean, "excluded": result.excluded,
+                 "sites": {s: {k: result.replies[s].values.get(k) for k in
+                               ("num-examples", "loss-first", "loss-last")} for s in sorted(result.replies)}}
+        io.write_with(saved / "state.npz", lambda tmp, st=state: _savez(tmp, st))
+        on_round(r, state, lr_mean)
+        io.write_json(saved / "round.json", entry)
+        log.append(entry)
+    return state, log
+
+
+def _savez(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def needs_dynamics(cfg: Config) -> bool:
+    return bool(DYNAMICS_SCORERS & set(cfg.scoring.scorers))
+
+
+def checkpoints_root(run: Run) -> Path:
+    """Given checkpoints (dynamics.checkpoints-dir), else those the warm-up makes."""
+    return Path(run.cfg.dynamics.checkpoints_dir) if run.cfg.dynamics.checkpoints_dir else \
+        run.server_dir("warmup") / "checkpoints"
+
+
+def server_config(run: Run) -> Config:
+    """The config as the server runs it: caches under <run>/server, checkpoints where the warm-up put them."""
+    cfg = run.cfg
+    return replace(cfg, run=replace(cfg.run, dir=str(run.run_dir / "server")),
+                   dynamics=replace(cfg.dynamics, checkpoints_dir=str(checkpoints_root(run))))
+
+
+def phase_warmup(run: Run) -> dict[str, Any]:
+    from fedcurate.common.federated_lora import initial_state, write_checkpoint
+
+    cfg = run.cfg
+    if not needs_dynamics(cfg):
+        return _skipped("no training-dynamics scorer (clues, less, datainf) in scoring.scorers")
+    if cfg.dynamics.checkpoints_dir:
+        return _skipped(f"checkpoints given in dynamics.checkpoints-dir = {cfg.dynamics.checkpoints_dir}")
+    fed, root = cfg.federation, checkpoints_root(run)
+
+    def save(r: int, state: dict[str, np.ndarray], lr_mean: float) -> None:
+        write_checkpoint(root, r * fed.local_steps, state, cfg, lr_mean=lr_mean, info={"round": r})
+
+    _, log = lora_rounds(run, "warmup", initial_state(cfg), fed.warmup_rounds, fed.local_steps,
+                         run.server_dir("warmup"), None, save)
+    io.write_json(run.run_dir / "stats" / "warmup.json", {"rounds": log})
+    return {"rounds": log, "checkpoints": str(root)}
+
+
+# ---------------------------------------------------------------- dynamics: every scorer at the sites
+def phase_dynamics(run: Run) -> dict[str, Any]:
+    cfg = run.cfg
+    payload = Payload()
+    if "clues" in cfg.scoring.scorers:
+        payload = clues_broadcast(run)
+
+    def check(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "moments")
+        if bad:
+            return bad
+        problems = []
+        for name in cfg.scoring.scorers:
+            m = r.values["moments"].get(name)
+            if m is None or len(m) != 5:
+                problems.append(f"moments of {name!r} missing or malformed")
+            elif not (math.isfinite(_num(m[0])) and _num(m[0]) >= 0 and math.isfinite(_num(m[1]))
+                      and math.isfinite(_num(m[2])) and _num(m[2]) >= 0):
+                problems.append(f"moments of {name!r} not finite or negative: {m}")
+        return problems
+
+    result = run.round("dynamics", "dynamics", payload, check)
+    stats = {}
+    for name in cfg.scoring.scorers:
+        ms = [[_num(x) for x in r.values["moments"][name]] for r in result.replies.values()]
+        n, s, sq = (sum(m[i] for m in ms) for i in range(3))
+        mean = s / n if n else float("nan")
+        var = max(sq / n - mean * mean, 0.0) if n else float("nan")
+        finite_min = [m[3] for m in ms if math.isfinite(m[3])]
+        finite_max = [m[4] for m in ms if math.isfinite(m[4])]
+        stats[name] = {"count": int(n), "mean": mean, "std": math.sqrt(var) if n else float("nan"),
+                       "min": min(finite_min, default=float("nan")), "max": max(finite_max, default=float("nan")),
+                       "failures": sum(int(r.values.get("failures", {}).get(name, 0))
+                                       for r in result.replies.values())}
+    _write_site_stats(run, "dynamics", result)
+    return {"scorers": stats, "sites": sorted(result.replies), "excluded": result.excluded,
+            "broadcast_checkpoints": len(payload.values.get("checkpoints", []))}
+
+
+def _anchor_state(run: Run) -> tuple[Any, list[Any], list[Any]]:
+    """(dynamics model, checkpoints, anchor gradients) at the server; gradients computed once, stored."""
+    from fedcurate.common.dynamics.checkpoints import load_anchor_gradients, save_anchor_gradients
+    from fedcurate.common.dynamics.clues import anchor_gradients
+    from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics
+
+    cfg = server_config(run)
+    dm, ckpts = load_dynamics(cfg)
+    out = run.server_dir("dynamics")
+    steps = [c.step for c in ckpts]
+    grads = load_anchor_gradients(out, steps) if out.exists() else None
+    if grads is None:
+        grads = anchor_gradients(dm, load_anchor(cfg), ckpts, tuple(cfg.dynamics.modules))
+        save_anchor_gradients(out, steps, grads)
+    return dm, ckpts, grads
+
+
+def clues_broadcast(run: Run) -> Payload:
+    """The checkpoints (weights and Adam moments) and their anchor gradients, as one payload."""
+    from fedcurate.common.federated_lora import read_state
+
+    _, ckpts, grads = _anchor_state(run)
+    arrays: dict[str, np.ndarray] = {}
+    infos = []
+    for i, (ckpt, g) in enumerate(zip(ckpts, grads, strict=True)):
+        arrays.update({f"ckpt{i}/{k}": v for k, v in read_state(ckpt.path).items()})
+        arrays.update({f"grad{i}/{k}": t.detach().float().cpu().numpy() for k, t in g.items()})
+        infos.append({"step": ckpt.step, "lr_mean": ckpt.lr_mean})
+    return Payload({"checkpoints": infos}, arrays)
+
+
+# ---------------------------------------------------------------- threshold
+def composite_spec(cfg: Config, dynamics: dict[str, Any]) -> dict[str, Any]:
+    """What every site computes as its composite score (see client/handlers.composite_scores)."""
+    if not cfg.scoring.weights:
+        return {"primary": primary_scorer(cfg)}
+    if not any(cfg.scoring.weights):
+        raise PhaseError("scoring.weights are all zero")
+    stats = dynamics["scorers"]
+    return {"scorers": list(cfg.scoring.scorers), "weights": [float(w) for w in cfg.scoring.weights],
+            "means": [_finite_or(stats[n]["mean"], 0.0) for n in cfg.scoring.scorers],
+            "stds": [_finite_or(stats[n]["std"], 1.0) for n in cfg.scoring.scorers]}
+
+
+def _finite_or(x: Any, default: float) -> float:
+    v = _num(x)
+    return v if math.isfinite(v) else default
+
+
+def phase_threshold(run: Run) -> dict[str, Any]:
+    cfg, sel = run.cfg, run.cfg.selection
+    spec = composite_spec(cfg, run.summaries["dynamics"])
+    ranges = run.round("threshold", "threshold/range", Payload({"composite": spec}),
+                       lambda s, r: _require(r.values, "num-finite", "num-nan"))
+    num_samples = sum(int(r.values["num-finite"]) + int(r.values["num-nan"]) for r in ranges.replies.values())
+    summary: dict[str, Any] = {"composite": spec, "scope": sel.scope, "mode": sel.mode, "num_samples": num_samples,
+                               "sites": sorted(ranges.replies), "excluded": list(ranges.excluded)}
+    lo_hi = [(_num(r.values.get("min")), _num(r.values.get("max"))) for r in ranges.replies.values()]
+    if not any(math.isfinite(a) for a, _ in lo_hi):
+        raise PhaseError("no site has a finite composite score: every sample failed scoring")
+    lo, hi = threshold.merge_ranges(lo_hi)
+    edges = threshold.bin_edges(lo, hi, sel.bins)
+    hist = histogram_round(run, "threshold/hist/0", edges, closed=True)
+    summary["histogram"] = {"edges": edges.tolist(), "counts": hist["counts"].tolist(), "num_nan": hist["num-nan"]}
+    if sel.scope == "local":
+        summary["threshold"] = None
+        return summary
+    if sel.mode == "threshold":
+        t = float(sel.threshold)
+    elif sel.mode == "anchor":
+        t = anchor_rule(run)
+        summary["anchor_threshold"] = t
+    else:
+        target = budget(num_samples, sel)
+        t, kept, used, ties = refine(run, edges, hist, target)
+        summary.update(target=target, expected_kept=kept, histogram_rounds=used, tie_fraction=ties)
+    summary["threshold"] = t
+    summary["expected_kept"] = summary.get("expected_kept", _kept_at(hist, edges, t))
+    io.write_json(run.run_dir / "stats" / "threshold.json", summary)
+    return summary
+
+
+def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool) -> dict[str, Any]:
+    """Every site's `interval_histogram` on `edges`, summed (replies on another grid are rejected)."""
+    def check(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "num-above", "num-below", "num-nan")
+        if "counts" not in r.arrays:
+            return bad + ["missing array 'counts'"]
+        return bad or validate_counts(r.arrays["counts"], expected_shape=(len(edges) - 1,))
+
+    result = run.round("threshold", step, Payload({"closed": closed}, {"edges": edges}), check)
+    out: dict[str, Any] = {"counts": np.sum([np.asarray(r.arrays["counts"], dtype=np.int64)
+                                             for r in result.replies.values()], axis=0)}
+    for key in ("num-above", "num-below", "num-nan"):
+        out[key] = sum(int(r.values[key]) for r in result.replies.values())
+    lows = [_num(r.values.get("inside-min")) for r in result.replies.values()]
+    highs = [_num(r.values.get("inside-max")) for r in result.replies.values()]
+    out["inside-min"] = min((v for v in lows if math.isfinite(v)), default=math.nan)
+    out["inside-max"] = max((v for v in highs if math.isfinite(v)), default=math.nan)
+    return out
+
+
+def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int
+           ) -> tuple[float, int, int, float | None]:
+    """Narrow the histogram grid onto the `target`-th best score.
+
+    Returns (threshold, samples kept, rounds used, tie fraction). When every score left in the interval is
+    the same value and the cut falls among them, the threshold is that value and the tie fraction says
+    which share of the samples holding it each site keeps (`threshold.tie_quota`)."""
+    sel, closed = run.cfg.selection, True
+    for i in range(sel.refine_rounds + 1):
+        inside = int(np.sum(hist["counts"]))
+        lo, hi, above = hist["inside-min"], hist["inside-max"], int(hist["num-above"])
+        if inside and lo == hi and above < target < above + inside:
+            return float(lo), target, i + 1, (target - above) / inside
+        cut = threshold.find_cut(hist["counts"], hist["num-above"], edges, closed, target,
+                                 can_refine=i < sel.refine_rounds)
+        if cut.threshold is not None:
+            return cut.threshold, cut.kept, i + 1, None
+        assert cut.next is not None
+        edges, closed = threshold.bin_edges(cut.next.lo, cut.next.hi, sel.bins), cut.next.closed
+        hist = histogram_round(run, f"threshold/hist/{i + 1}", edges, closed)
+    raise AssertionError("unreachable: the last round always returns a threshold")
+
+
+def _kept_at(hist: dict[str, Any], edges: np.ndarray, t: float) -> int:
+    return threshold.kept_by_threshold(hist["counts"], edges, t) + int(hist["num-above"])
+
+
+def anchor_rule(run: Run) -> float:
+    """CLUES: tau = mean leave-one-out score of the anchor set on the shared checkpoints."""
+    from fedcurate.common.dynamics.clues import score_anchor
+    from fedcurate.common.dynamics.prepare import load_anchor, score_options
+
+    dm, ckpts, grads = _anchor_state(run)
+    scores = score_anchor(dm, load_anchor(run.cfg), ckpts, grads, score_options(run.cfg))
+    return threshold.clues_threshold(scores)
+
+
+# ---------------------------------------------------------------- select
+def phase_select(run: Run) -> dict[str, Any]:
+    t = run.summaries["threshold"].get("threshold")
+    ties = run.summaries["threshold"].get("tie_fraction")
+
+    def check(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "kept", "dropped", "num-samples")
+        if not bad and int(r.values["kept"]) + int(r.values["dropped"]) != int(r.values["num-samples"]):
+            bad.append("kept + dropped != num-samples")
+        return bad
+
+    result = run.round("select", "select", Payload({"threshold": t, "tie-fraction": ties}), check)
+    kept = sum(int(r.values["kept"]) for r in result.replies.values())
+    summary: dict[str, Any] = {
+        "threshold": t, "kept": kept, "dropped": sum(int(r.values["dropped"]) for r in result.replies.values()),
+        "sites": {s: {k: r.values.get(k) for k in ("num-samples", "kept", "dropped", "dropped-by-reason",
+                                                   "threshold", "num-clean-kept", "num-clean")}
+                  for s, r in sorted(result.replies.items())},
+        "excluded": result.excluded}
+    if all("num-clean-kept" in r.values for r in result.replies.values()):
+        clean_kept = sum(int(r.values["num-clean-kept"]) for r in result.replies.values())
+        total = sum(int(r.values["num-samples"]) for r in result.replies.values())
+        summary["precision"] = clean_kept / kept if kept else float("nan")
+        summary["precision_full"] = (sum(int(r.values["num-clean"]) for r in result.replies.values()) / total
+                                     if total else float("nan"))
+    _write_site_stats(run, "select", result)
+    return summary
+
+
+# ---------------------------------------------------------------- train
+def phase_train(run: Run) -> dict[str, Any]:
+    from fedcurate.common.federated_lora import initial_state, write_adapter
+
+    cfg, fed = run.cfg, run.cfg.federation
+    if fed.train_rounds == 0:
+        return _skipped("federation.train-rounds = 0")
+    out = run.server_dir("train")
+    state0 = initial_state(cfg)
+    if fed.aggregation == "fedavg":
+        state, log = lora_rounds(run, "train", state0, fed.train_rounds, fed.local_steps, out,
+                                 None if fed.exact == "none" else fed.exact, lambda *a: None)
+    else:
+        state, log = merge_round(run, state0, out)
+    adapter = write_adapter(out / "adapter", state, cfg)
+    io.write_json(run.run_dir / "stats" / "train.json", {"rounds": log})
+    return {"aggregation": fed.aggregation, "rounds": log, "adapter": str(adapter)}
+
+
+def merge_round(run: Run, state0: dict[str, np.ndarray], out: Path) -> tuple[dict[str, np.ndarray], list[Any]]:
+    """CLUES-style: every site trains alone for all rounds' steps, the server merges the adapters once."""
+    from fedcurate.strategies.merging import merge_adapters
+
+    fed = run.cfg.federation
+    steps = fed.train_rounds * fed.local_steps
+    payload = Payload({"start-step": 0, "steps": steps, "total-steps": steps,
+                       "seed": round_seed(run.cfg.training.seed, "train", 1)}, state0)
+    result = run.round("train", "train/1", payload, _check_state(expected_spec(state0)))
+    sites = sorted(s for s, r in result.replies.items() if int(r.values["num-examples"]) > 0)
+    if not sites:
+        raise PhaseError("[train/1] no site had samples to train on")
+    weights = [float(result.replies[s].values["num-examples"]) for s in sites]
+    prefix = "weight/"
+    merged = merge_adapters([{k[len(prefix):]: v for k, v in result.replies[s].arrays.items() if k.startswith(prefix)}
+                             for s in sites], weights, fed.merge_method, seed=run.cfg.training.seed)
+    state = {**state0, **{prefix + k: np.asarray(v, dtype=np.float32) for k, v in merged.items()}}
+    log = [{"round": 1, "step": steps, "method": fed.merge_method, "excluded": result.excluded,
+            "sites": {s: {k: result.replies[s].values.get(k) for k in ("num-examples", "loss-first", "loss-last")}
+                      for s in sorted(result.replies)}}]
+    return state, log
+
+
+# ---------------------------------------------------------------- evaluate
+def phase_evaluate(run: Run) -> dict[str, Any]:
+    from fedcurate.common.data.loaders import load_samples
+    from fedcurate.common.evaluation import evaluate_path
+
+    cfg = run.cfg
+    if not cfg.evaluation.test_path:
+        return _skipped("evaluation.test-path is empty")
+    train = run.summaries.get("train", {})
+    if "adapter" not in train:
+        return _skipped("no trained adapter (the train phase was skipped)")
+    samples = load_samples(cfg.evaluation.test_path).samples
+    if cfg.evaluation.max_samples:
+        samples = samples[: cfg.evaluation.max_samples]
+    result = evaluate_path(train["adapter"], samples, cfg, exact_match=cfg.evaluation.exact_match)
+    summary = {"test_path": cfg.evaluation.test_path, **result.to_json()}
+    io.write_json(run.run_dir / "stats" / "evaluate.json", summary)
+    return summary
+
+
+PHASE_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
+    "prepare": phase_prepare, "curate": phase_curate, "warmup": phase_warmup, "dynamics": phase_dynamics,
+    "threshold": phase_threshold, "select": phase_select, "train": phase_train, "evaluate": phase_evaluate,
+}
