@@ -219,7 +219,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from fedcurate.common.demo import run_demo
 
     report = run_demo(args.out, num_samples=args.samples)
-    print(report)
+    print(report.read_text(encoding="utf-8"))
+    print(f"report: {report}")
     return 0
 
 

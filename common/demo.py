@@ -1,12 +1,15 @@
-"""The CPU quickstart behind `fedcurate demo`: synthetic mixed-quality data, a tiny model, a selection.
+"""The CPU quickstart behind `fedcurate demo`: a 4-site federated run on Flower's simulation runtime.
 
-Steps (each resumable: a finished step is not redone when the command is run again):
-1. generate training data with 40% corrupted samples (cut, deletion, exchange), a clean public anchor
-   set and a clean test set, with ground truth in each sample's metadata;
-2. build the tiny Llama-architecture model and train it on the clean anchor set, which makes it a
-   reference model whose perplexities mean something (as reference-model filtering does at scale);
-3. score the training data with every scorer, keep half by the primary scorer, and report the
-   precision (share of clean samples) that each scorer's selection would have, next to `random`.
+Steps (each resumable: a finished step or phase is not redone when the command is run again):
+1. generate synthetic mixed-quality data for 4 sites whose noise rates differ (0.1, 0.3, 0.6, 0.9), a
+   clean public anchor set and a clean test set, with ground truth in each sample's metadata;
+2. build the tiny Llama-architecture model and train it on the clean anchor set: it stands in for the
+   pretrained base model every site starts from;
+3. run every phase over Flower (simulation): prepare, warm-up LoRA rounds giving shared checkpoints,
+   CLUES and perplexity scores, one global threshold from histograms, select, federated LoRA on the kept
+   data, evaluation of the merged adapter on the test set;
+4. write `report.md` (precision of the kept set, kept per site, held-out figures, bytes per phase) and
+   return its path.
 """
 
 from __future__ import annotations
@@ -15,31 +18,39 @@ import logging
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from fedcurate.common import io
-from fedcurate.common.config import Config, load_config
+from fedcurate.common.config import Config, from_flat, load_config, to_flat
 from fedcurate.common.data.sample import Sample
-from fedcurate.common.pipeline import run_select
 
 log = logging.getLogger(__name__)
 
+DEMO_SITES = 4
 DEMO_SETTINGS: dict[str, object] = {
-    "scoring.scorers": ["ifd", "perplexity", "length", "random"],
-    "scoring.primary": "perplexity",
+    "scoring.scorers": ["clues", "perplexity"],
+    "scoring.weights": [1.0, 1.0],
     "selection.mode": "fraction",
     "selection.fraction": 0.5,
     "model.max-length": 256,
     "model.batch-size": 32,
+    "dynamics.batch-size": 32,
     "synthetic.num-samples": 2000,
-    "synthetic.noise-rate": 0.4,
-    "synthetic.anchor-size": 1500,
-    "synthetic.test-size": 200,
+    "synthetic.anchor-size": 400,
+    "synthetic.test-size": 100,
+    "federation.sites": DEMO_SITES,
+    "federation.min-sites": DEMO_SITES,
+    "federation.partition": "quality-skew",
+    "federation.site-noise-rates": [0.1, 0.3, 0.6, 0.9],
+    "federation.warmup-rounds": 3,
+    "federation.train-rounds": 3,
+    "federation.local-steps": 10,
     "training.learning-rate": 5e-3,
-    "training.epochs": 8.0,
     "training.batch-size": 16,
+    "evaluation.max-samples": 100,
 }
+REFERENCE_TRAINING = {"training.epochs": 8.0}  # the stand-in base model: 8 epochs on the anchor set
 
 
 def demo_config(out_dir: Path, num_samples: int | None = None,
@@ -48,23 +59,31 @@ def demo_config(out_dir: Path, num_samples: int | None = None,
     if num_samples:
         overrides["synthetic.num-samples"] = num_samples
     overrides["run.dir"] = str(out_dir)
+    overrides.setdefault("dynamics.anchor-path", str(Path(out_dir) / "data" / "anchor.jsonl"))
+    overrides.setdefault("evaluation.test-path", str(Path(out_dir) / "data" / "test.jsonl"))
     return load_config(None, overrides)
 
 
-def run_demo(out_dir: Path, num_samples: int | None = None, extra: dict[str, object] | None = None) -> str:
-    """Run the demo under `out_dir` (`extra` overrides settings, e.g. to shrink it in tests);
-    returns a short human-readable report."""
-    from fedcurate.simulations.synthetic import make_splits, write_splits
+def run_demo(out_dir: Path, num_samples: int | None = None, extra: dict[str, object] | None = None) -> Path:
+    """Run the demo under `out_dir` (`extra` overrides settings, e.g. to shrink it in tests); returns the
+    path of its report."""
+    from fedcurate.server.simulate import simulate, with_synthetic_defaults, write_synthetic_sites
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     cfg = demo_config(out_dir, num_samples, extra)
-    syn = cfg.synthetic
-    splits = make_splits(syn.num_samples, syn.noise_rate, syn.anchor_size, syn.test_size, syn.seed)
-    paths = write_splits(splits, out_dir / "data")
-    model_dir = train_reference_model(cfg, splits.anchor, out_dir / "reference-model")
-    cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(model_dir)))
-    stats = run_select(cfg, out_dir / "select", paths["train"])
-    return _report(stats, out_dir)
+    write_synthetic_sites(cfg, out_dir / "data")
+    cfg = with_synthetic_defaults(cfg, out_dir / "data")
+    from fedcurate.common.data.loaders import load_samples
+
+    anchor = load_samples(cfg.dynamics.anchor_path).samples
+    ref_cfg = from_flat({**to_flat(cfg), **REFERENCE_TRAINING, **{k: v for k, v in (extra or {}).items()
+                                                                   if k == "training.epochs"}})
+    model_dir = train_reference_model(ref_cfg, anchor, out_dir / "reference-model")
+    cfg = from_flat({**to_flat(cfg), "model.name-or-path": str(model_dir)})
+    simulate(cfg, out_dir, sites=cfg.federation.sites, data_dir=out_dir / "data")
+    report = out_dir / "report.md"
+    io.write_text(report, demo_report(out_dir))
+    return report
 
 
 def train_reference_model(cfg: Config, anchor: Sequence[Sample], model_dir: Path) -> Path:
@@ -94,13 +113,34 @@ def train_reference_model(cfg: Config, anchor: Sequence[Sample], model_dir: Path
     return model_dir
 
 
-def _report(stats: dict, out_dir: Path) -> str:
-    lines = [f"fedcurate demo: kept {stats['kept']} of {stats['num_samples']} samples "
-             f"(primary scorer: {stats['primary_scorer']})", "",
-             "precision of the kept set (share of clean samples) at the same budget:"]
-    for name, value in stats.get("precision", {}).items():
-        shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-        lines.append(f"  {name:12s} {shown}")
-    sel = out_dir / "select"
-    lines += ["", f"outputs: {sel}/stats.json, {sel}/scores.parquet, {sel}/selected.jsonl"]
-    return "\n".join(lines)
+def demo_report(run_dir: Path) -> str:
+    """A short Markdown report of a finished federated run."""
+    import json
+
+    def summary(phase: str) -> dict[str, Any]:
+        path = run_dir / "server" / phase / "summary.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    sel, thr, ev = summary("select"), summary("threshold"), summary("evaluate")
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
+    lines = ["# fedcurate demo", "",
+             f"Global threshold {fmt(thr.get('threshold'))} on the composite score {thr.get('composite')}; "
+             f"kept {sel.get('kept')} of {sel.get('kept', 0) + sel.get('dropped', 0)} samples.", "",
+             f"Precision of the kept set (share of clean samples): {fmt(sel.get('precision'))} "
+             f"(full data: {fmt(sel.get('precision_full'))}).", "",
+             "| site | samples | kept | clean kept / kept |", "|---|---|---|---|"]
+    for site, s in sel.get("sites", {}).items():
+        share = s["num-clean-kept"] / s["kept"] if s.get("kept") and s.get("num-clean-kept") is not None else None
+        lines.append(f"| {site} | {s['num-samples']} | {s['kept']} | {fmt(share)} |")
+    if ev and "skipped" not in ev:
+        lines += ["", f"Held-out evaluation of the merged adapter ({ev['num_samples']} test samples): loss "
+                      f"{fmt(ev['loss'])}, token accuracy {fmt(ev['token_accuracy'])}, exact match "
+                      f"{fmt(ev['exact_match'])}."]
+    lines += ["", "| phase | rounds | bytes sent | bytes received | seconds |", "|---|---|---|---|---|"]
+    for phase in ("prepare", "curate", "warmup", "dynamics", "threshold", "select", "train", "evaluate"):
+        s = summary(phase)
+        c = s.get("communication", {})
+        lines.append(f"| {phase} | {c.get('rounds', 0)} | {c.get('bytes_sent', 0)} | {c.get('bytes_received', 0)} "
+                     f"| {s.get('seconds', 0)} |")
+    lines += ["", f"Per-site statistics: {run_dir / 'stats'}; selections: {run_dir / 'sites'}/<site>/select/."]
+    return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@
 Without `data_paths`, synthetic mixed-quality data is generated from [synthetic] and split over the sites
 per [federation] (`iid`, `dirichlet`, or `quality-skew` with one `site-noise-rates` entry per site):
     <out>/data/train.jsonl, anchor.jsonl, test.jsonl, site-0.jsonl, site-1.jsonl, ...
+and the anchor and test sets serve as dynamics.anchor-path and evaluation.test-path unless those are set.
 With `data_paths`, site i reads data_paths[i] in place (any format the loaders read).
 The run directory is `<out>` itself: `<out>/server/<phase>/`, `<out>/sites/site-<i>/<phase>/`.
 A failing ServerApp raises here; Ray is shut down in every case.
@@ -32,18 +33,32 @@ logger = logging.getLogger(__name__)
 RAY_QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
 
 
-def simulate(cfg: Config, out_dir: Path, sites: int, data_paths: list[Path] | None = None) -> Path:
-    """Run every phase over `sites` simulated sites into the run directory `out_dir`; returns it."""
+def simulate(cfg: Config, out_dir: Path, sites: int, data_paths: list[Path] | None = None,
+             data_dir: Path | None = None) -> Path:
+    """Run every phase over `sites` simulated sites into the run directory `out_dir`; returns it.
+    `data_dir` holds synthetic site files already written by `write_synthetic_sites` (the demo)."""
     out_dir = Path(out_dir).resolve()
     cfg = from_flat({**to_flat(cfg), "federation.sites": sites}, source=f"<config with --sites {sites}>")
     template, paths = None, None
     if data_paths is None:
-        template = str(write_synthetic_sites(cfg, out_dir / "data"))
+        folder = Path(data_dir) if data_dir else out_dir / "data"
+        template = str(folder / "site-{partition_id}.jsonl") if data_dir else str(write_synthetic_sites(cfg, folder))
+        cfg = with_synthetic_defaults(cfg, folder)
     else:
         paths = [str(p) for p in _check_inputs(data_paths, sites)]
     server_app = make_server_app(cfg, out_dir, data_template=template, data_paths=paths)
     run_flower_simulation(server_app, sites)
     return out_dir
+
+
+def with_synthetic_defaults(cfg: Config, data_dir: Path) -> Config:
+    """Point an empty dynamics.anchor-path / evaluation.test-path at the generated anchor and test sets."""
+    flat = to_flat(cfg)
+    if not cfg.dynamics.anchor_path and cfg.synthetic.anchor_size:
+        flat["dynamics.anchor-path"] = str(data_dir / "anchor.jsonl")
+    if not cfg.evaluation.test_path and cfg.synthetic.test_size:
+        flat["evaluation.test-path"] = str(data_dir / "test.jsonl")
+    return from_flat(flat, source="<simulation config>")
 
 
 def write_synthetic_sites(cfg: Config, data_dir: Path) -> Path:
