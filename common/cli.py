@@ -7,7 +7,7 @@
     fedcurate rate --config C --input FILE --out DIR
     fedcurate curate --config C --input FILE [--ratings FILE] --out DIR
     fedcurate proxy train|score ...
-    fedcurate bench rating|curation|dynamics|proxy [ARGS...]
+    fedcurate bench rating|curation|dynamics|proxy|quality [ARGS...]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fedcurate.common.config import ConfigError, load_config
 from fedcurate.common.data.sample import DataError
@@ -111,6 +112,7 @@ BENCHES = {
     "curation": "fedcurate.simulations.bench_curation",
     "dynamics": "fedcurate.simulations.bench_dynamics",
     "proxy": "fedcurate.simulations.bench_proxy",
+    "quality": "fedcurate.simulations.bench_quality",
 }
 
 
@@ -153,12 +155,32 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(path: Path | None, overrides: dict[str, Any], dotted: str) -> Any:
+    """A setting as the config file or an override gives it (None when neither does), before validation."""
+    import tomllib
+
+    if dotted in overrides:
+        return overrides[dotted]
+    if not path or not Path(path).exists():
+        return None
+    sec, _, key = dotted.partition(".")
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8")).get(sec, {}).get(key)
+    except tomllib.TOMLDecodeError:
+        return None  # load_config reports it
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from fedcurate.server.simulate import simulate
 
     overrides = _overrides(args.overrides)
     if args.sites:
         overrides["federation.sites"] = args.sites
+    if not args.input:  # synthetic data: its anchor and test sets are generated into <out>/data
+        data = Path(args.out or _given(args.config, overrides, "run.dir") or "runs/fedcurate").resolve() / "data"
+        for key, name in (("dynamics.anchor-path", "anchor.jsonl"), ("evaluation.test-path", "test.jsonl")):
+            if not _given(args.config, overrides, key):
+                overrides[key] = str(data / name)
     cfg = load_config(args.config, overrides)
     out = args.out or Path(cfg.run.dir)
     simulate(cfg, out, cfg.federation.sites, args.input)

@@ -42,3 +42,8 @@ def content_bytes(content: RecordDict) -> int:
     array records. (Flower 1.41's ConfigRecord.count_bytes fails on "" and [], hence deflate.)"""
     return sum(record.count_bytes() if isinstance(record, ArrayRecord) else len(record.deflate())
                for record in content.values())
+
+
+def wire_bytes(content: RecordDict) -> bytes:
+    """Every record of a message as serialised for the network (what a payload scan must search)."""
+    return b"".join(record.deflate() for record in content.values())

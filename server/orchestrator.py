@@ -23,6 +23,7 @@ recorded as skipped):
 Outputs: `<run>/server/<phase>/summary.json` then `DONE` (a re-run skips done phases: resume), server
 artefacts beside them (checkpoints, T, adapter), `<run>/stats/<phase>.json` (per site: what it replied, who
 was excluded and why) and `<run>/stats/communication.json` (bytes sent and received per round per site).
+Every summary lists the phase's `exclusions` (step, site, reason) across all its rounds.
 A reply that fails validation is excluded with its reason and never aggregated; a phase with fewer than
 `federation.min-sites` valid replies stops the run with every reason.
 """
@@ -68,6 +69,7 @@ class Run:
     transport: Transport
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     traffic: list[dict[str, Any]] = field(default_factory=list)
+    exclusions: list[dict[str, Any]] = field(default_factory=list)
 
     def server_dir(self, phase: str) -> Path:
         return phases.phase_dir(self.run_dir, phase)
@@ -83,6 +85,7 @@ class Run:
                 result.exclude(site, f"[{step}] invalid reply: " + "; ".join(problems))
         for site, t in sorted(result.traffic.items()):
             self.traffic.append({"phase": phase, "step": step, "site": site, **t})
+        self.exclusions += [{"phase": phase, "step": step, **e} for e in result.excluded]
         logger.info("[ROUND %s] %d site(s) replied, %d excluded, %d B sent, %d B received in %.1f s", step,
                     len(result.replies), len(result.excluded), sum(t["sent"] for t in result.traffic.values()),
                     sum(t["received"] for t in result.traffic.values()), time.monotonic() - start)
@@ -114,6 +117,7 @@ def run_phases(cfg: Config, run_dir: Path, transport: Transport, stop_after: str
             summary = PHASE_FUNCTIONS[phase](run)
             summary["seconds"] = round(time.monotonic() - start, 3)
             summary["communication"] = _phase_traffic(run.traffic, phase)
+            summary["exclusions"] = [e for e in run.exclusions if e["phase"] == phase]
             io.write_json(comm_path, run.traffic)
             phases.write_phase_done(run.run_dir, phase, summary)
             run.summaries[phase] = summary

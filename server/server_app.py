@@ -22,9 +22,9 @@ from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
 from fedcurate.common.config import Config, FederationConfig, from_flat, load_config, to_flat
-from fedcurate.server.messages import content_bytes, pack, unpack
+from fedcurate.server.messages import content_bytes, pack, unpack, wire_bytes
 from fedcurate.server.orchestrator import run_phases
-from fedcurate.server.transport import Payload, RoundResult, tap
+from fedcurate.server.transport import PAYLOAD_TAPS, Payload, RoundResult, tap
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class FlowerTransport:
         if per_site:
             raise NotImplementedError("per-site payloads are not used by any phase")
         content = pack(payload, {**self.record, "step": step})
-        size = content_bytes(content)
+        size, wire = content_bytes(content), (wire_bytes(content) if PAYLOAD_TAPS else b"")
         msgs = [Message(pack(payload, {**self.record, "step": step}), dst_node_id=node,
                         message_type=f"{MessageType.QUERY}.{phase}", group_id=step) for node in self.nodes]
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
@@ -113,8 +113,8 @@ class FlowerTransport:
                 raise RuntimeError(f"two SuperNodes report the same site name {name!r}: give each a "
                                    f"distinct --node-config site=...")
             self.site_of[node] = name
-            tap("sent", name, step, payload)
-            tap("received", name, step, got)
+            tap("sent", name, step, payload, wire)
+            tap("received", name, step, got, wire_bytes(reply.content) if PAYLOAD_TAPS else b"")
             result.replies[name] = got
             result.traffic[name] = {"sent": size, "received": content_bytes(reply.content)}
         for node in self.nodes:

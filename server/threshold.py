@@ -258,9 +258,9 @@ def find_cut(counts: np.ndarray, num_above: int, edges: np.ndarray, closed: bool
     counts = np.asarray(counts, dtype=np.int64)
     bins = len(counts)
     kept = np.append(np.cumsum(counts[::-1])[::-1], 0) + int(num_above)
+    if kept[bins] > target:  # more +inf scores than the target (or target 0): keep none
+        return Cut(math.inf, 0)
     j = int(np.argmax(kept <= target))
-    if kept[j] > target:  # even the interval's top keeps too many: happens only with ties above hi
-        j = bins
     top = edges[-1] if not closed else np.nextafter(edges[-1], math.inf)
     t_j = float(edges[j]) if j < bins else float(top)
     a, b = float(edges[j - 1]) if j > 0 else float(edges[0]), float(edges[j]) if j < bins else float(edges[-1])

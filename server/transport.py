@@ -63,15 +63,21 @@ class Transport(Protocol):
               per_site: dict[str, Payload] | None = None) -> RoundResult: ...
 
 
-# Callables receiving (direction, site, step, payload) for every payload sent or received, e.g. the
-# privacy test's scan for sample text. Empty in normal runs.
-PayloadTap = Callable[[str, str, str, Payload], None]
+# Callables receiving (direction, site, step, payload, wire bytes) for every message sent or received --
+# the wire bytes being every record exactly as serialised for the network -- e.g. the privacy test's scan
+# for sample text. Empty in normal runs.
+PayloadTap = Callable[[str, str, str, Payload, bytes], None]
 PAYLOAD_TAPS: list[PayloadTap] = []
 
 
-def tap(direction: str, site: str, step: str, payload: Payload) -> None:
+def tap(direction: str, site: str, step: str, payload: Payload, wire: bytes | None = None) -> None:
+    if not PAYLOAD_TAPS:
+        return
+    if wire is None:
+        wire = payload.values_json().encode() + b"".join(np.ascontiguousarray(a).tobytes()
+                                                         for a in payload.arrays.values())
     for fn in PAYLOAD_TAPS:
-        fn(direction, site, step, payload)
+        fn(direction, site, step, payload, wire)
 
 
 class LocalTransport:

@@ -1,0 +1,172 @@
+"""The phases over the in-process transport: global threshold, federated DS2, bad replies excluded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcurate.client.site import SiteLocation
+from fedcurate.common.config import load_config
+from fedcurate.common.data.loaders import write_samples
+from fedcurate.server import threshold
+from fedcurate.server.orchestrator import PhaseError, run_phases
+from fedcurate.server.transport import LocalTransport, Payload, RoundResult
+from fedcurate.simulations.partition import partition_quality_skew
+
+
+def _sites(tmp_path: Path, rates=(0.1, 0.8), per_site: int = 60) -> list[SiteLocation]:
+    parts = partition_quality_skew(len(rates), per_site, list(rates), seed=3)
+    sites = []
+    for i, part in enumerate(parts):
+        path = tmp_path / "data" / f"site-{i}.jsonl"
+        write_samples(path, part)
+        sites.append(SiteLocation(f"site-{i}", str(path), tmp_path / "run" / "sites" / f"site-{i}"))
+    return sites
+
+
+def _interval_cut(site_scores: list[np.ndarray], target: int, bins: int, rounds: int) -> tuple[float, int]:
+    """The server's refinement loop over `interval_histogram` replies, without transport."""
+    lo = min(float(s[np.isfinite(s)].min()) for s in site_scores)  # sites report finite min/max
+    hi = max(float(s[np.isfinite(s)].max()) for s in site_scores)
+    edges, closed = threshold.bin_edges(lo, hi, bins), True
+    for i in range(rounds + 1):
+        hists = [threshold.interval_histogram(s, edges, closed) for s in site_scores]
+        counts = np.sum([h["counts"] for h in hists], axis=0)
+        cut = threshold.find_cut(counts, sum(h["num-above"] for h in hists), edges, closed, target, i < rounds)
+        if cut.threshold is not None:
+            return cut.threshold, cut.kept
+        edges, closed = threshold.bin_edges(cut.next.lo, cut.next.hi, bins), cut.next.closed
+    raise AssertionError("no threshold")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_histogram_refinement_keeps_exactly_the_global_top_k(seed):
+    # Prepare: three sites, continuous scores of different scales, a few NaN and +inf
+    rng = np.random.default_rng(seed)
+    sites = [rng.normal(0, 1, 300), rng.normal(2, 0.01, 50), rng.exponential(1, 500)]
+    sites[0][:5] = np.nan
+    sites[2][0] = np.inf
+    pooled = np.concatenate(sites)
+    for target in (0, 1, 17, 425, int(np.isfinite(pooled).sum() + np.isinf(pooled).sum())):
+        # Execute
+        t, kept = _interval_cut(sites, target, bins=16, rounds=12)
+        # Assert: the threshold keeps exactly the `target` best scores of the pooled data
+        mask = threshold.keep_mask(pooled, t)
+        assert kept == int(mask.sum()) == target, (target, t)
+        if target:
+            best = np.sort(pooled[~np.isnan(pooled)])[::-1][:target]
+            assert set(pooled[mask]) == set(best)
+
+
+def test_tie_quota_keeps_the_share_of_ties_in_sample_order():
+    scores = np.array([3.0, 1.0, 2.0, 2.0, np.nan, 2.0, 2.0])
+    keep = threshold.tie_quota(scores, 2.0, 0.5)
+    assert keep.tolist() == [True, False, True, True, False, False, False]
+
+
+def test_two_site_ds2_solves_one_global_transition_matrix_from_summed_counts(tmp_path):
+    # Prepare: ratings in metadata (0-5 from the ground truth, a fifth flipped), DS2 over two sites
+    from fedcurate.common.curation.ds2 import site_counts
+    from fedcurate.common.curation.embeddings import embed_samples
+    from fedcurate.common.curation.hoc import solve_hoc, sum_counts
+    from fedcurate.common.data.loaders import load_samples
+
+    sites = _sites(tmp_path, per_site=120)
+    rng = np.random.default_rng(0)
+    for where in sites:
+        samples = load_samples(where.data_path).samples
+        rated = []
+        for s in samples:
+            r = int(rng.integers(3, 6)) if s.metadata["clean"] else int(rng.integers(0, 3))
+            r = int(rng.integers(0, 6)) if rng.random() < 0.2 else r
+            rated.append(s.__class__(**{**s.__dict__, "metadata": {**s.metadata, "judge": r}}))
+        write_samples(Path(where.data_path), rated)
+    cfg = load_config(None, {"scoring.scorers": ["ds2"], "curation.score-field": "judge", "curation.hoc-rounds": 20,
+                             "selection.fraction": 0.5, "federation.sites": 2})
+
+    # Execute
+    summaries = run_phases(cfg, tmp_path / "run", LocalTransport(sites, cfg), stop_after="select")
+
+    # Assert: the server's T is what solving the sum of each site's own counts gives
+    expected = []
+    for where in sites:
+        samples = load_samples(Path(where.site_dir) / "prepare" / "samples.jsonl").samples
+        raw = np.asarray([s.metadata["judge"] for s in samples], dtype=np.float64)
+        emb = embed_samples(samples, cfg.curation, Path(where.site_dir) / "cache" / "embeddings")
+        expected.append(site_counts(emb, raw, cfg.curation, progress=False))
+    hoc = solve_hoc(sum_counts(expected), cfg.curation)
+    np.testing.assert_allclose(summaries["curate"]["T"], hoc.T, atol=1e-12)
+    assert summaries["select"]["kept"] == 120
+    assert summaries["select"]["precision"] > summaries["select"]["precision_full"] + 0.2
+    assert "no training-dynamics scorer" in summaries["warmup"]["skipped"]
+    assert summaries["warmup"]["communication"]["rounds"] == 0
+
+
+class CorruptingTransport(LocalTransport):
+    """Replies of `site` at steps starting with `step` are tampered with by `tamper(payload)`."""
+
+    def __init__(self, sites, cfg, site, step, tamper):
+        super().__init__(sites, cfg)
+        self.site, self.step, self.tamper = site, step, tamper
+
+    def round(self, phase, step, payload, per_site=None) -> RoundResult:
+        result = super().round(phase, step, payload, per_site)
+        if step.startswith(self.step) and self.site in result.replies:
+            self.tamper(result.replies[self.site])
+        return result
+
+
+def _nan_adapter(p: Payload) -> None:
+    key = next(k for k in p.arrays if k.startswith("weight/"))
+    p.arrays[key] = np.full_like(p.arrays[key], np.nan)
+
+
+def _wrong_grid(p: Payload) -> None:
+    p.arrays["counts"] = np.append(p.arrays["counts"], 7)
+
+
+def _negative_counts(p: Payload) -> None:
+    p.arrays["counts"] = p.arrays["counts"] - 1
+
+
+@pytest.mark.parametrize(("step", "tamper", "reason"), [
+    ("threshold/hist", _wrong_grid, "shape"),
+    ("threshold/hist", _negative_counts, "negative"),
+    ("train", _nan_adapter, "non-finite"),
+])
+def test_a_bad_reply_is_excluded_with_its_reason_and_never_aggregated(tmp_path, step, tamper, reason):
+    # Prepare
+    sites = _sites(tmp_path)
+    cfg = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2, "federation.min-sites": 1,
+                             "federation.train-rounds": 1, "federation.local-steps": 2, "model.max-length": 128,
+                             "training.batch-size": 8})
+
+    # Execute
+    summaries = run_phases(cfg, tmp_path / "run", CorruptingTransport(sites, cfg, "site-1", step, tamper),
+                           stop_after="train")
+
+    # Assert
+    text = json.dumps(summaries)
+    assert "site-1" in text and reason in text
+    if step == "train":
+        excluded = summaries["train"]["rounds"][0]["excluded"]
+        assert [e["site"] for e in excluded] == ["site-1"]
+        from safetensors.numpy import load_file
+
+        weights = load_file(str(Path(summaries["train"]["adapter"]) / "adapter_model.safetensors"))
+        assert all(np.isfinite(w).all() for w in weights.values())
+    else:
+        assert summaries["threshold"]["expected_kept"] <= 60  # only site-0's histogram counted
+
+
+def test_too_few_valid_replies_stop_the_run_with_every_reason(tmp_path):
+    sites = _sites(tmp_path)
+    cfg = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2, "federation.min-sites": 2})
+    transport = CorruptingTransport(sites, cfg, "site-1", "threshold/hist", _wrong_grid)
+    with pytest.raises(PhaseError, match=r"min-sites = 2: site-1: \[threshold/hist/0\] invalid reply"):
+        run_phases(cfg, tmp_path / "run", transport, stop_after="select")
+    assert not (tmp_path / "run" / "server" / "threshold" / "DONE").exists()
+    assert (tmp_path / "run" / "server" / "dynamics" / "DONE").exists()
