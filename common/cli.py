@@ -254,9 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # must be set before flwr is first imported
     logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from fedcurate.server.orchestrator import ConfigChangedError, PhaseError
+
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, ConfigChangedError, PhaseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fedcurate.common import io
-from fedcurate.common.config import Config, primary_scorer, to_toml
+from fedcurate.common.config import Config, primary_scorer, to_flat, to_toml
 from fedcurate.common.selection import budget
 from fedcurate.server import phases, threshold
 from fedcurate.server.transport import Payload, RoundResult, Transport
@@ -100,6 +100,7 @@ def run_phases(cfg: Config, run_dir: Path, transport: Transport, stop_after: str
                ) -> dict[str, dict[str, Any]]:
     """Run every phase not yet done, up to `stop_after` (default `run.stop-after`, else all)."""
     run = Run(cfg, Path(run_dir), transport)
+    check_same_config(cfg, run.run_dir)
     io.write_text(run.run_dir / "config.toml", to_toml(cfg))
     last = stop_after or cfg.run.stop_after or PHASES[-1]
     if last not in PHASES:
@@ -124,6 +125,29 @@ def run_phases(cfg: Config, run_dir: Path, transport: Transport, stop_after: str
         if phase == last:
             break
     return run.summaries
+
+
+RUN_FILE = "run.json"
+NOT_RESULT_SETTINGS = ("run.", "federation.round-timeout-s", "federation.min-sites")  # where, when, how long
+
+
+class ConfigChangedError(RuntimeError):
+    """The run directory holds a run made with other settings; resuming it would mix the two."""
+
+
+def check_same_config(cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume a run directory whose finished phases were made with other settings."""
+    flat = {k: v for k, v in to_flat(cfg).items() if not k.startswith(NOT_RESULT_SETTINGS)}
+    path = Path(run_dir) / RUN_FILE
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+        changed = sorted(k for k in set(stored) | set(flat) if stored.get(k) != flat.get(k))
+        if changed and any(phases.phase_done(run_dir, p) for p in PHASES):
+            shown = "; ".join(f"{k}: {stored.get(k)!r} -> {flat.get(k)!r}" for k in changed[:8])
+            raise ConfigChangedError(
+                f"{run_dir} holds a run made with other settings ({shown}{' ...' if len(changed) > 8 else ''}); "
+                f"resuming would mix them. Use another run directory, or delete {run_dir} to start over.")
+    io.write_json(path, {"settings": flat})
 
 
 def _phase_traffic(traffic: list[dict[str, Any]], phase: str) -> dict[str, Any]:

@@ -32,15 +32,18 @@ import json
 import logging
 import math
 import time
+import tomllib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedcurate.common.config import Config, from_flat, load_config, to_flat
+from fedcurate.common.config import Config, RaterConfig, from_flat, load_config, to_flat
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.common.data.sample import Sample
+from fedcurate.common.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +85,6 @@ def simulated_ratings(samples: Sequence[Sample], seed: int, diagonal: float = 0.
 
 def write_data(out: Path, per_site: int, anchor: int, test: int, seed: int) -> tuple[list[Path], Path, Path]:
     """Site files (with simulated ratings in metadata), anchor and test sets."""
-    from dataclasses import replace
-
     from fedcurate.simulations.partition import partition_quality_skew
     from fedcurate.simulations.synthetic import make_splits
 
@@ -122,7 +123,8 @@ def run_method(cfg: Config, run_dir: Path, site_paths: list[Path], flower: bool)
 
 
 def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int = 400, test: int = 200,
-              seed: int = 0, flower: bool = False, only: Sequence[str] = ()) -> dict[str, Any]:
+              seed: int = 0, flower: bool = False, only: Sequence[str] = (), ref_epochs: float = 16.0,
+              settings: dict[str, Any] | None = None) -> dict[str, Any]:
     from fedcurate.common.data.loaders import load_samples
     from fedcurate.common.demo import train_reference_model
 
@@ -130,9 +132,9 @@ def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int
     out = Path(out).resolve()
     site_paths, anchor_path, test_path = write_data(out / "data", per_site, anchor, test, seed)
     ref_cfg = load_config(None, {"model.max-length": 256, "training.learning-rate": 5e-3,
-                                 "training.batch-size": 16, "training.epochs": 4.0, "training.seed": seed})
+                                 "training.batch-size": 16, "training.epochs": ref_epochs, "training.seed": seed})
     ref = train_reference_model(ref_cfg, load_samples(anchor_path).samples, out / "reference-model")
-    base = to_flat(load_config(None, {**COMMON, "model.name-or-path": str(ref),
+    base = to_flat(load_config(None, {**COMMON, **(settings or {}), "model.name-or-path": str(ref),
                                       "dynamics.anchor-path": str(anchor_path),
                                       "evaluation.test-path": str(test_path), "training.seed": seed}))
     results: dict[str, Any] = {}
@@ -140,10 +142,15 @@ def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int
         if only and name not in only:
             continue
         t0 = time.perf_counter()
-        cfg = from_flat({**base, **settings, "run.dir": str(out / name)}, source=f"<bench method {name}>")
+        flat = {k: v for k, v in settings.items() if k != "rating.raters"}
+        cfg = from_flat({**base, **flat, "run.dir": str(out / name)}, source=f"<bench method {name}>")
+        if "rating.raters" in settings:
+            raters = [RaterConfig(**{k.replace("-", "_"): v for k, v in r.items()}) for r in settings["rating.raters"]]
+            cfg = replace(cfg, rating=replace(cfg.rating, raters=raters))
         results[name] = run_method(cfg, out / name, site_paths, flower)
         results[name]["seconds"] = round(time.perf_counter() - t0, 1)
-        logger.info("%s: %s", name, results[name])
+        logger.warning("%s: %s", name, results[name])
+        write_json(out / "results.json", results)
     clean = sum(1 for p in site_paths for s in load_samples(p).samples if s.metadata.get("clean"))
     total = len(NOISE_RATES) * per_site
     return {"bench": "quality", "sites": len(NOISE_RATES), "noise_rates": list(NOISE_RATES),
@@ -171,9 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flower", action="store_true", help="run each method on Flower's simulation runtime")
     p.add_argument("--only", nargs="*", default=(), help="run only these methods")
+    p.add_argument("--train-rounds", type=int, default=COMMON["federation.train-rounds"])
+    p.add_argument("--local-steps", type=int, default=COMMON["federation.local-steps"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other setting of every method's config (repeatable)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    report = run_bench(args.out, args.per_site, args.fraction, seed=args.seed, flower=args.flower, only=args.only)
+    settings = {"federation.train-rounds": args.train_rounds, "federation.local-steps": args.local_steps}
+    for pair in args.overrides:
+        key, _, value = pair.partition("=")
+        try:
+            settings[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            settings[key.strip()] = value
+    report = run_bench(args.out, args.per_site, args.fraction, seed=args.seed, flower=args.flower, only=args.only,
+                       settings=settings)
     print(table(report))
     print(json.dumps(report))
     return 0

@@ -3,6 +3,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import write_samples
@@ -34,17 +35,24 @@ def test_select_writes_outputs_and_resumes(tmp_path, caplog):
     assert (out / "config.toml").exists()
 
 
-def test_demo_runs_small(tmp_path):
+@pytest.mark.integration
+def test_demo_runs_every_phase_over_flower_small(tmp_path):
     # Prepare
     from fedcurate.common.demo import run_demo
+    from fedcurate.server.phases import PHASES
 
-    small = {"synthetic.anchor-size": 300, "training.epochs": 2.0, "model.max-length": 256}
+    small = {"synthetic.anchor-size": 60, "synthetic.test-size": 20, "training.epochs": 1.0,
+             "model.max-length": 128, "federation.warmup-rounds": 2, "federation.train-rounds": 1,
+             "federation.local-steps": 2, "evaluation.exact-match": False}
     # Execute
     report = run_demo(tmp_path, num_samples=200, extra=small)
     # Assert
-    stats = json.loads((tmp_path / "select" / "stats.json").read_text())
-    assert set(stats["precision"]) == {"full", "ifd", "perplexity", "length", "random"}
-    assert "perplexity" in report and (tmp_path / "reference-model" / "DONE").exists()
+    assert report == tmp_path.resolve() / "report.md"
+    text = report.read_text()
+    assert "Precision of the kept set" in text and "Held-out evaluation" in text
+    assert all((tmp_path / "server" / phase / "DONE").exists() for phase in PHASES)
+    selected = json.loads((tmp_path / "server" / "select" / "summary.json").read_text())
+    assert selected["kept"] == 100 and set(selected["sites"]) == {"site-0", "site-1", "site-2", "site-3"}
 
 
 def test_select_warms_up_shared_checkpoints_for_dynamics_scorers(tmp_path, caplog):

@@ -170,3 +170,18 @@ def test_too_few_valid_replies_stop_the_run_with_every_reason(tmp_path):
         run_phases(cfg, tmp_path / "run", transport, stop_after="select")
     assert not (tmp_path / "run" / "server" / "threshold" / "DONE").exists()
     assert (tmp_path / "run" / "server" / "dynamics" / "DONE").exists()
+
+
+def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
+    from fedcurate.server.orchestrator import ConfigChangedError
+
+    sites = _sites(tmp_path)
+    cfg = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2})
+    run_phases(cfg, tmp_path / "run", LocalTransport(sites, cfg), stop_after="threshold")
+    other = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2, "selection.fraction": 0.3})
+    with pytest.raises(ConfigChangedError, match=r"selection.fraction: 0.5 -> 0.3"):
+        run_phases(other, tmp_path / "run", LocalTransport(sites, other))
+    same_but_longer = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2,
+                                         "federation.round-timeout-s": 60.0})
+    summaries = run_phases(same_but_longer, tmp_path / "run", LocalTransport(sites, cfg), stop_after="select")
+    assert 59 <= summaries["select"]["kept"] <= 60  # length ties at the cut: a floor per site
