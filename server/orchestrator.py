@@ -91,7 +91,7 @@ class Run:
                     sum(t["received"] for t in result.traffic.values()), time.monotonic() - start)
         if len(result.replies) < self.cfg.federation.min_sites:
             reasons = "; ".join(f"{e['site']}: {e['reason']}" for e in result.excluded) or "no site connected"
-            raise PhaseError(f"[{step}] {len(result.replies)} valid repl(ies), federation.min-sites = "
+            raise PhaseError(f"[{step}] {len(result.replies)} site(s) gave a valid reply, federation.min-sites = "
                              f"{self.cfg.federation.min_sites}: {reasons}")
         return result
 

@@ -1,13 +1,14 @@
 """Quality benchmark: which selection gives the cleanest kept set and the best merged model?
 
 Command: python -m fedcurate.simulations.bench_quality [--out runs/bench-quality] [--per-site 400]
-         [--fraction 0.4] [--flower]                                    (`fedcurate bench quality`)
+         [--fraction 0.4] [--seeds 0 1 2] [--flower] [--set SECTION.KEY=VALUE]   (`fedcurate bench quality`)
 
 Setting: 4 sites of synthetic instruction data (5 task families) whose noise rates are 0.1, 0.3, 0.6 and
 0.9 (noise = cut, deleted or exchanged responses; ground truth kept in metadata), a clean public anchor
 set and a clean test set. A tiny Llama-architecture model trained on the anchor set stands in for the
-pretrained base model. Every method is one complete federated run (prepare ... select, then federated
-LoRA FedAvg on the kept data, then evaluation of the merged adapter on the test set) with the same
+pretrained base model (16 epochs on the anchor set). Every method is one complete federated run (prepare ... select, then federated
+LoRA on the kept data -- 8 rounds of 20 local steps, FedAvg of the products BA re-factored by SVD
+(`federation.exact = "svd"`) -- then evaluation of the merged adapter on the test set) with the same
 budget, the same training and the same seeds; only the selection differs:
 
     full          every sample
@@ -49,11 +50,13 @@ logger = logging.getLogger(__name__)
 
 NOISE_RATES = (0.1, 0.3, 0.6, 0.9)
 RATING_FIELD = "sim_rating"
+COMMON_REFERENCE_EPOCHS = 16.0  # the stand-in base model: epochs on the anchor set
 COMMON: dict[str, Any] = {
     "model.max-length": 256, "model.batch-size": 32, "dynamics.batch-size": 32,
     "training.learning-rate": 5e-3, "training.batch-size": 16,
     "federation.sites": len(NOISE_RATES), "federation.min-sites": len(NOISE_RATES),
-    "federation.warmup-rounds": 3, "federation.local-steps": 10, "federation.train-rounds": 4,
+    "federation.warmup-rounds": 3, "federation.local-steps": 20, "federation.train-rounds": 8,
+    "federation.exact": "svd",
     "evaluation.max-samples": 200, "curation.score-field": RATING_FIELD,
 }
 
@@ -123,7 +126,7 @@ def run_method(cfg: Config, run_dir: Path, site_paths: list[Path], flower: bool)
 
 
 def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int = 400, test: int = 200,
-              seed: int = 0, flower: bool = False, only: Sequence[str] = (), ref_epochs: float = 16.0,
+              seed: int = 0, flower: bool = False, only: Sequence[str] = (), ref_epochs: float | None = None,
               settings: dict[str, Any] | None = None) -> dict[str, Any]:
     from fedcurate.common.data.loaders import load_samples
     from fedcurate.common.demo import train_reference_model
@@ -132,7 +135,8 @@ def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int
     out = Path(out).resolve()
     site_paths, anchor_path, test_path = write_data(out / "data", per_site, anchor, test, seed)
     ref_cfg = load_config(None, {"model.max-length": 256, "training.learning-rate": 5e-3,
-                                 "training.batch-size": 16, "training.epochs": ref_epochs, "training.seed": seed})
+                                 "training.batch-size": 16, "training.epochs": ref_epochs or COMMON_REFERENCE_EPOCHS,
+                                 "training.seed": seed})
     ref = train_reference_model(ref_cfg, load_samples(anchor_path).samples, out / "reference-model")
     base = to_flat(load_config(None, {**COMMON, **(settings or {}), "model.name-or-path": str(ref),
                                       "dynamics.anchor-path": str(anchor_path),
@@ -159,13 +163,42 @@ def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+FIGURES = ("precision", "kept", "loss", "token_accuracy", "exact_match")
+
+
+def run_seeds(out: Path, seeds: Sequence[int], **kwargs: Any) -> dict[str, Any]:
+    """`run_bench` once per seed (data, partitions, ratings and training all reseeded) under out/seed-<s>;
+    the report's figures are means over seeds, with every seed's figures under `per_seed`."""
+    reports = [run_bench(Path(out) / f"seed-{seed}", seed=seed, **kwargs) for seed in seeds]
+    methods: dict[str, Any] = {}
+    for name in reports[0]["methods"]:
+        runs = [r["methods"][name] for r in reports]
+        methods[name] = {k: _mean([r[k] for r in runs]) for k in FIGURES}
+        methods[name]["std"] = {k: _std([r[k] for r in runs]) for k in FIGURES if k != "kept"}
+        methods[name]["per_seed"] = {str(seed): {k: r[k] for k in FIGURES} for seed, r in zip(seeds, runs,
+                                                                                              strict=True)}
+    return {**{k: v for k, v in reports[0].items() if k not in ("methods", "seconds", "clean_share")},
+            "seeds": list(seeds), "clean_share": _mean([r["clean_share"] for r in reports]), "methods": methods,
+            "seconds": round(sum(r["seconds"] for r in reports), 1)}
+
+
+def _mean(values: Sequence[Any]) -> float:
+    v = [float(x) for x in values if x is not None]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _std(values: Sequence[Any]) -> float:
+    v = [float(x) for x in values if x is not None]
+    return float(np.std(v)) if len(v) > 1 else 0.0
+
+
 def table(report: dict[str, Any]) -> str:
     def f(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
     rows = [f"{'method':14s} {'kept':>6s} {'precision':>9s} {'loss':>7s} {'tok acc':>7s} {'exact':>6s}"]
     for name, r in report["methods"].items():
-        rows.append(f"{name:14s} {r['kept']:6d} {f(r['precision']):>9s} {f(r['loss']):>7s} "
+        rows.append(f"{name:14s} {round(r['kept']):6d} {f(r['precision']):>9s} {f(r['loss']):>7s} "
                     f"{f(r['token_accuracy']):>7s} {f(r['exact_match']):>6s}")
     return "\n".join(rows)
 
@@ -175,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     p.add_argument("--per-site", type=int, default=400, help="samples per site")
     p.add_argument("--fraction", type=float, default=0.4, help="budget: share of all samples kept")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one complete benchmark per seed; means reported")
     p.add_argument("--flower", action="store_true", help="run each method on Flower's simulation runtime")
     p.add_argument("--only", nargs="*", default=(), help="run only these methods")
     p.add_argument("--train-rounds", type=int, default=COMMON["federation.train-rounds"])
@@ -191,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings[key.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             settings[key.strip()] = value
-    report = run_bench(args.out, args.per_site, args.fraction, seed=args.seed, flower=args.flower, only=args.only,
-                       settings=settings)
+    report = run_seeds(args.out, args.seeds, per_site=args.per_site, fraction=args.fraction, flower=args.flower,
+                       only=args.only, settings=settings)
     print(table(report))
     print(json.dumps(report))
     return 0

@@ -166,7 +166,7 @@ def test_too_few_valid_replies_stop_the_run_with_every_reason(tmp_path):
     sites = _sites(tmp_path)
     cfg = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2, "federation.min-sites": 2})
     transport = CorruptingTransport(sites, cfg, "site-1", "threshold/hist", _wrong_grid)
-    with pytest.raises(PhaseError, match=r"min-sites = 2: site-1: \[threshold/hist/0\] invalid reply"):
+    with pytest.raises(PhaseError, match=r"1 site\(s\) gave a valid reply, federation.min-sites = 2: site-1: \[threshold/hist/0\] invalid"):
         run_phases(cfg, tmp_path / "run", transport, stop_after="select")
     assert not (tmp_path / "run" / "server" / "threshold" / "DONE").exists()
     assert (tmp_path / "run" / "server" / "dynamics" / "DONE").exists()

@@ -104,7 +104,7 @@ def test_simulate_fails_when_a_site_has_bad_rows_in_raise_mode(tmp_path):
         simulate(cfg, tmp_path / "run", sites=2, data_paths=[good, bad])
 
     # Assert
-    assert "1 site(s) replied OK, federation.min-sites = 2" in str(info.value)
+    assert "[prepare] 1 site(s) gave a valid reply, federation.min-sites = 2" in str(info.value)
     assert f"{bad}:2: wrong type (output)" in str(info.value)
     assert not (tmp_path / "run" / "server" / "prepare" / "DONE").exists()
     assert (tmp_path / "run" / "sites" / "site-0" / "prepare" / "DONE").is_file()
