@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +201,7 @@ def write_checkpoint(root: Path, step: int, state: State, cfg: Config, *, lr_mea
         save_file(tensors, str(tmp / STATE_FILE))
         io.write_json(tmp / INFO_FILE, meta)
 
-    return _write_dir(Path(root) / f"checkpoint-{step}", fill)
+    return io.write_dir(Path(root) / f"checkpoint-{step}", fill)
 
 
 def read_state(checkpoint_dir: Path) -> State:
@@ -225,7 +222,7 @@ def write_adapter(out_dir: Path, state: State, cfg: Config) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _write_dir(Path(out_dir), fill)
+    return io.write_dir(Path(out_dir), fill)
 
 
 def clear_model_cache() -> None:
@@ -305,25 +302,3 @@ def _state_of(params: Mapping[str, Any], optimizer: torch.optim.Optimizer | None
             out[f"{key}/{name}"] = (np.zeros_like(weight) if value is None
                                     else value.detach().float().cpu().numpy().copy())
     return out
-
-
-def _write_dir(final: Path, fill: Callable[[Path], None]) -> Path:
-    """Write a directory under a temporary sibling name, then rename it into place (replacing `final`)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only
-        fill(tmp)
-        if final.exists():  # an earlier write: move it aside whole, then swap
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final

@@ -22,6 +22,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from fedcurate.common import io
+
 logger = logging.getLogger(__name__)
 
 TINY_NAME = "tiny-llama-v1"  # bump the suffix whenever the architecture or tokenizer changes
@@ -67,14 +69,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     is either absent or complete, never half-written.
     """
     out_dir = Path(out_dir)
-    tmp = _save_to_temp(out_dir, seed)
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    io.write_dir(out_dir, lambda tmp: _fill(tmp, seed))
     logger.info("built tiny model (seed %d) at %s", seed, out_dir)
     return out_dir
 
@@ -106,14 +101,18 @@ def _save_to_temp(out_dir: Path, seed: int) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        tokenizer = build_tiny_tokenizer()
-        build_tiny_llama(tokenizer, seed).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _make_readable(tmp)
+        _fill(tmp, seed)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
+
+
+def _fill(directory: Path, seed: int) -> None:
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_llama(tokenizer, seed).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    _make_readable(directory)
 
 
 def _make_readable(directory: Path) -> None:
