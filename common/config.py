@@ -263,6 +263,7 @@ class EvaluationConfig:
     test_path: str = _f("", "Held-out test set the server evaluates on (empty = no evaluation).")
     max_samples: int = _f(200, "Evaluate at most this many test samples (0 = all).", min=0)
     exact_match: bool = _f(True, "Also generate greedily and count exact matches (slower than the loss).")
+    compare_base: bool = _f(True, "Also evaluate the base model without the adapter, for the difference.")
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,14 @@ def train_reference_model(cfg: Config, anchor: Sequence[Sample], model_dir: Path
     return model_dir
 
 
+def describe_composite(spec: dict[str, Any]) -> str:
+    """'clues' or '1 x z(clues) + 1 x z(perplexity)' (z: standardised with federation-wide moments, oriented)."""
+    if "primary" in spec:
+        return str(spec["primary"])
+    return " + ".join(f"{w:g} x z({n})" for n, w in zip(spec.get("scorers", []), spec.get("weights", []),
+                                                        strict=True) if w)
+
+
 def demo_report(run_dir: Path) -> str:
     """A short Markdown report of a finished federated run."""
     import json
@@ -124,7 +132,8 @@ def demo_report(run_dir: Path) -> str:
     sel, thr, ev = summary("select"), summary("threshold"), summary("evaluate")
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
     lines = ["# fedcurate demo", "",
-             f"Global threshold {fmt(thr.get('threshold'))} on the composite score {thr.get('composite')}; "
+             f"Global threshold {fmt(thr.get('threshold'))} on the composite score "
+             f"({describe_composite(thr.get('composite', {}))}); "
              f"kept {sel.get('kept')} of {sel.get('kept', 0) + sel.get('dropped', 0)} samples.", "",
              f"Precision of the kept set (share of clean samples): {fmt(sel.get('precision'))} "
              f"(full data: {fmt(sel.get('precision_full'))}).", "",
@@ -136,6 +145,10 @@ def demo_report(run_dir: Path) -> str:
         lines += ["", f"Held-out evaluation of the merged adapter ({ev['num_samples']} test samples): loss "
                       f"{fmt(ev['loss'])}, token accuracy {fmt(ev['token_accuracy'])}, exact match "
                       f"{fmt(ev['exact_match'])}."]
+        if "base" in ev:
+            b = ev["base"]
+            lines[-1] += (f" The base model without it: loss {fmt(b['loss'])}, token accuracy "
+                          f"{fmt(b['token_accuracy'])}, exact match {fmt(b['exact_match'])}.")
     lines += ["", "| phase | rounds | bytes sent | bytes received | seconds |", "|---|---|---|---|---|"]
     for phase in ("prepare", "curate", "warmup", "dynamics", "threshold", "select", "train", "evaluate"):
         s = summary(phase)

@@ -590,7 +590,10 @@ def phase_evaluate(run: Run) -> dict[str, Any]:
     if cfg.evaluation.max_samples:
         samples = samples[: cfg.evaluation.max_samples]
     result = evaluate_path(train["adapter"], samples, cfg, exact_match=cfg.evaluation.exact_match)
-    summary = {"test_path": cfg.evaluation.test_path, **result.to_json()}
+    summary: dict[str, Any] = {"test_path": cfg.evaluation.test_path, **result.to_json()}
+    if cfg.evaluation.compare_base:
+        summary["base"] = evaluate_path(cfg.model.name_or_path, samples, cfg,
+                                        exact_match=cfg.evaluation.exact_match).to_json()
     io.write_json(run.run_dir / "stats" / "evaluate.json", summary)
     return summary
 
