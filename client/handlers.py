@@ -153,10 +153,39 @@ def step_prepare(cfg: Config, where: SiteLocation, payload: Payload, out: Path) 
     result = prepare(where.site, where.data_path, where.site_dir, cfg)
     values: dict[str, Any] = {"num-samples": result.num_samples, "num-rejects": result.num_rejects,
                               "rejects-by-reason": result.rejects_by_reason}
-    labels = labels_of(site_samples(where.site_dir))
+    samples = site_samples(where.site_dir)
+    labels = labels_of(samples)
     if labels is not None:  # synthetic data only: ground truth for the benchmark's precision
         values["num-clean"] = int(labels.sum())
+    values.update(_prepare_ratings_and_embeddings(cfg, samples, where.site_dir))
     return Payload(values)
+
+
+def _prepare_ratings_and_embeddings(cfg: Config, samples: Sequence[Sample], site_dir: Path) -> dict[str, Any]:
+    """Rate and embed now when a scorer will need it (both are cached on disk): failures show up in this
+    phase's reply, before any federated computation. Replies with counts only: the rating histogram
+    (rounded scores) and failures by reason."""
+    from fedcurate.common.rating.run import rating_cache_dir
+
+    scorers, out = set(cfg.scoring.scorers), {}
+    ratings: np.ndarray | None = None
+    if "rating" in scorers and cfg.rating.raters:
+        from fedcurate.common.rating.raters import rate_dataset
+
+        result = rate_dataset(samples, cfg.rating, rating_cache_dir(cfg, site_dir))
+        ratings = np.asarray(result.columns["rating"], dtype=np.float64)
+        out["rating-failures"] = dict(Counter(r.split(":")[0] for r in result.columns["rating_reason"] if r))
+    elif DS2_FROM_CURATION & scorers:
+        ratings, _ = _ratings_and_embeddings(cfg, site_dir)
+    if ratings is not None:
+        finite = ratings[np.isfinite(ratings)]
+        out["rating-histogram"] = np.bincount(np.clip(np.round(finite), 0, None).astype(np.int64)).tolist()
+        out["num-unrated"] = int(ratings.size - finite.size)
+    if (DS2_FROM_CURATION | {"longtail"}) & scorers:
+        from fedcurate.common.curation.embeddings import embed_samples
+
+        out["embedding-dim"] = int(embed_samples(samples, cfg.curation, Path(site_dir) / "cache" / "embeddings").shape[1])
+    return out
 
 
 # ---------------------------------------------------------------- curate (DS2)

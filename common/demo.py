@@ -44,13 +44,14 @@ DEMO_SETTINGS: dict[str, object] = {
     "federation.partition": "quality-skew",
     "federation.site-noise-rates": [0.1, 0.3, 0.6, 0.9],
     "federation.warmup-rounds": 3,
-    "federation.train-rounds": 3,
-    "federation.local-steps": 10,
+    "federation.train-rounds": 5,
+    "federation.local-steps": 20,
+    "federation.exact": "svd",
     "training.learning-rate": 5e-3,
     "training.batch-size": 16,
     "evaluation.max-samples": 100,
 }
-REFERENCE_TRAINING = {"training.epochs": 8.0}  # the stand-in base model: 8 epochs on the anchor set
+REFERENCE_TRAINING = {"training.epochs": 16.0}  # the stand-in base model: 16 epochs on the anchor set
 
 
 def demo_config(out_dir: Path, num_samples: int | None = None,

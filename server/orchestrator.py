@@ -194,6 +194,12 @@ def phase_prepare(run: Run) -> dict[str, Any]:
          "rejects_by_reason": dict(r.values.get("rejects-by-reason", {}))} for s, r in result.replies.items()])
     if all("num-clean" in r.values for r in result.replies.values()):
         summary["num_clean"] = sum(int(r.values["num-clean"]) for r in result.replies.values())
+    hists = [r.values["rating-histogram"] for r in result.replies.values() if "rating-histogram" in r.values]
+    if hists:
+        width = max(len(h) for h in hists)
+        summary["rating_histogram"] = np.sum([np.pad(np.asarray(h, dtype=np.int64), (0, width - len(h)))
+                                              for h in hists], axis=0).tolist()
+        summary["num_unrated"] = sum(int(r.values.get("num-unrated", 0)) for r in result.replies.values())
     summary["excluded"] = result.excluded
     _write_site_stats(run, "prepare", result)
     return summary

@@ -100,6 +100,7 @@ def test_two_site_ds2_solves_one_global_transition_matrix_from_summed_counts(tmp
     hoc = solve_hoc(sum_counts(expected), cfg.curation)
     np.testing.assert_allclose(summaries["curate"]["T"], hoc.T, atol=1e-12)
     assert summaries["select"]["kept"] == 120
+    assert sum(summaries["prepare"]["rating_histogram"]) == 240 and summaries["prepare"]["num_unrated"] == 0
     assert summaries["select"]["precision"] > summaries["select"]["precision_full"] + 0.2
     assert "no training-dynamics scorer" in summaries["warmup"]["skipped"]
     assert summaries["warmup"]["communication"]["rounds"] == 0
