@@ -103,7 +103,106 @@ def build_parser() -> argparse.ArgumentParser:
              "fedcurate bench rating --samples 64", _cmd_bench)
     p.add_argument("name", choices=sorted(BENCHES), help="which benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark (see its --help)")
+    _deployment_parsers(sub)
     return parser
+
+
+def _deployment_parsers(sub: argparse._SubParsersAction) -> None:
+    p = _add(sub, "certs", "Make a CA, the SuperLink's TLS certificate and one SuperNode key pair per site.",
+             "fedcurate certs --out certs --san superlink.example.org --sites hospital-a,bank-b", _cmd_certs)
+    p.add_argument("--out", type=Path, required=True, help="output directory (an existing CA is reused)")
+    p.add_argument("--san", default="", help="comma-separated DNS names / IPs the SuperNodes dial")
+    p.add_argument("--sites", default="", help="comma-separated site names: one key pair each")
+
+    p = _add(sub, "superlink", "Start flower-superlink with TLS and SuperNode authentication; register site keys.",
+             "fedcurate superlink --certs certs --host 0.0.0.0 --port 8000 --state /srv/fedcurate", _cmd_superlink)
+    p.add_argument("--certs", type=Path, help="directory from `fedcurate certs`")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 for remote partners)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--state", type=Path, default=Path("superlink-state"),
+                   help="SuperLink database and the `flwr` connection profile (FLWR_HOME)")
+    p.add_argument("--address", help="address the operator's `flwr` uses (default: 127.0.0.1:PORT)")
+    p.add_argument("--no-register", action="store_true", help="do not register <certs>/sites/*.pub")
+    p.add_argument("--insecure", action="store_true", help="no TLS, no authentication (closed test networks)")
+
+    p = _add(sub, "supernode", "Start flower-supernode for one site, after checking key, CA and address.",
+             "fedcurate supernode --superlink superlink.example.org:8000 --ca ca.crt --key hospital-a "
+             "--site hospital-a --data /data/a.jsonl", _cmd_supernode)
+    p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+    p.add_argument("--ca", type=Path, help="the coordinator's ca.crt")
+    p.add_argument("--key", type=Path, help="this site's private key (sites/<site> from `fedcurate certs`)")
+    p.add_argument("--site", required=True, help="this site's name")
+    p.add_argument("--data", required=True, help="this site's data file")
+    p.add_argument("--run-dir", type=Path, help="this site's output directory (default: under the server's run dir)")
+    p.add_argument("--port", type=int, default=9094, help="local Runtime API port (one per SuperNode on a host)")
+    p.add_argument("--insecure", action="store_true", help="no TLS, no authentication (closed test networks)")
+
+    p = _add(sub, "launch", "Submit a federated run to a running SuperLink (`flwr run` of the fedcurate app).",
+             "fedcurate launch --state superlink-state --config configs/clues-federated.toml --run-dir runs/x",
+             _cmd_launch)
+    p.add_argument("--state", type=Path, default=Path("superlink-state"),
+                   help="FLWR_HOME holding the connection profile `fedcurate superlink` wrote")
+    p.add_argument("--config", type=Path, required=True, help="experiment config, readable by the SuperLink")
+    p.add_argument("--run-dir", type=Path, required=True, help="server run directory, at the SuperLink")
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from fedcurate.server.certs import make_certs
+
+    made = make_certs(args.out, [h for h in args.san.split(",") if h], [s for s in args.sites.split(",") if s])
+    print(f"CA: {made['ca']} (give to every partner)\nSuperLink: {made['server_cert']}, {made['server_key']}")
+    for site, key in made["site_keys"].items():  # type: ignore[union-attr]
+        print(f"site {site}: give {key} to that partner only; {key}.pub is registered by `fedcurate superlink`")
+    return 0
+
+
+def _cmd_superlink(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from fedcurate.server import deploy
+
+    if args.insecure:
+        logging.getLogger(__name__).warning(deploy.INSECURE_WARNING)
+    cmd = deploy.superlink_command(args.certs, args.host, args.port, args.state, args.insecure)
+    args.state.mkdir(parents=True, exist_ok=True)
+    address = args.address or f"127.0.0.1:{args.port}"
+    deploy.write_connection(args.state, address, args.certs / "ca.crt" if args.certs else None, args.insecure)
+    proc = subprocess.Popen(cmd, env=deploy.process_env(args.state))
+    try:
+        deploy.wait_for_port(*deploy.split_address(address), proc=proc)
+        keys = sorted((args.certs / "sites").glob("*.pub")) if args.certs and not args.no_register else []
+        if keys and not args.insecure:
+            deploy.register_keys(keys, args.state)
+        print(f"SuperLink on {args.host}:{args.port}; {len(keys)} site key(s) registered; "
+              f"submit runs with `fedcurate launch --state {args.state}`", flush=True)
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+
+
+def _cmd_supernode(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from fedcurate.server import deploy
+
+    if args.insecure:
+        logging.getLogger(__name__).warning(deploy.INSECURE_WARNING)
+    deploy.preflight_supernode(args.superlink, args.ca, args.key, args.data, args.insecure)
+    cmd = deploy.supernode_command(args.superlink, args.ca, args.key, args.site, args.data, args.run_dir,
+                                   args.port, args.insecure)
+    return subprocess.call(cmd, env=deploy.process_env())
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from fedcurate.server import deploy
+
+    load_config(args.config)  # every config problem now, not in the ServerApp
+    cmd = deploy.launch_command(deploy.app_dir(), args.config, args.run_dir)
+    return subprocess.call(cmd, env=deploy.flwr_env(args.state))
 
 
 # bench name -> module with `main(argv) -> int`
@@ -254,11 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # must be set before flwr is first imported
     logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from fedcurate.server.deploy import DeployError
     from fedcurate.server.orchestrator import ConfigChangedError, PhaseError
 
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, FileNotFoundError, ConfigChangedError, PhaseError) as err:
+    except (ConfigError, DataError, FileNotFoundError, ConfigChangedError, PhaseError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

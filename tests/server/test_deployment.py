@@ -1,0 +1,138 @@
+"""A real deployment on loopback: `fedcurate certs`, a TLS + authentication SuperLink, SuperNodes, a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedcurate.common.data.loaders import write_samples
+from fedcurate.server.certs import check_key, make_certs
+from fedcurate.server.deploy import check_superlink
+from fedcurate.simulations.partition import partition_quality_skew
+
+CLI = [sys.executable, "-m", "fedcurate.common.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    handle = open(log, "w")  # noqa: SIM115 - closed when the process is reaped
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_for(text: str, log: Path, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return True
+        if proc is not None and proc.poll() is not None:
+            return text in log.read_text(errors="replace")
+        time.sleep(0.3)
+    return False
+
+
+def test_certs_are_valid_and_private_keys_owner_only(tmp_path):
+    made = make_certs(tmp_path, ["superlink.example.org", "203.0.113.5"], ["a", "b"])
+    assert check_key(made["site_keys"]["a"]) == ""
+    assert oct(os.stat(made["site_keys"]["a"]).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "ca.key").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "server.key").st_mode & 0o777) == "0o600"
+    ca_before = (tmp_path / "ca.crt").read_bytes()
+    make_certs(tmp_path, ["superlink.example.org"], ["c"])  # adding a site keeps the CA and other keys
+    assert (tmp_path / "ca.crt").read_bytes() == ca_before and (tmp_path / "sites" / "c.pub").exists()
+    assert "not an OpenSSH private key" in check_key(tmp_path / "ca.crt")
+
+
+@pytest.mark.integration
+def test_tls_authenticated_deployment_runs_the_pipeline_and_refuses_strangers(tmp_path):
+    # Prepare: certificates for 4 sites, of which only a, b, c are registered; data for each
+    certs, other = tmp_path / "certs", tmp_path / "other-ca"
+    make_certs(certs, ["localhost"], ["a", "b", "c"])
+    make_certs(other, ["localhost"], ["x"])
+    parts = partition_quality_skew(3, 40, [0.1, 0.5, 0.9], seed=1)
+    for site, part in zip("abc", parts, strict=True):
+        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
+    unregistered = make_certs(tmp_path / "stranger", ["localhost"], ["d"])["site_keys"]["d"]
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    config = tmp_path / "run.toml"
+    config.write_text('[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = 3\nmin-sites = 3\n'
+                      'train-rounds = 1\nlocal-steps = 2\nround-timeout-s = 300.0\n[model]\nmax-length = 128\n')
+    procs: list[subprocess.Popen] = []
+    try:
+        # Execute: the SuperLink (registers certs/sites/*.pub), then the SuperNodes
+        link = _start([*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state",
+                       str(tmp_path / "state")], tmp_path / "superlink.log")
+        procs.append(link)
+        assert _wait_for("site key(s) registered", tmp_path / "superlink.log", 90, link), \
+            (tmp_path / "superlink.log").read_text()[-3000:]
+        wrong_ca = subprocess.run([*CLI, "supernode", "--superlink", address, "--ca", str(other / "ca.crt"),
+                                   "--key", str(certs / "sites" / "a"), "--site", "a", "--data",
+                                   str(tmp_path / "data" / "a.jsonl")], capture_output=True, text=True, timeout=60)
+        for site in "abc":
+            procs.append(_start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
+                                 "--key", str(certs / "sites" / site), "--site", site, "--data",
+                                 str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
+                                tmp_path / f"supernode-{site}.log"))
+        stranger = _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
+                           "--key", str(unregistered), "--site", "d", "--data", str(tmp_path / "data" / "a.jsonl"),
+                           "--port", str(_free_port())], tmp_path / "supernode-d.log")
+        procs.append(stranger)
+        launched = subprocess.run([*CLI, "launch", "--state", str(tmp_path / "state"), "--config", str(config),
+                                   "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=900,
+                                  env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+        stranger_log = (tmp_path / "supernode-d.log").read_text(errors="replace")
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+    # Assert: the run went through every phase over the 3 registered sites
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    run = tmp_path / "run"
+    assert all((run / "server" / p / "DONE").exists() for p in ("prepare", "threshold", "select", "train"))
+    select = json.loads((run / "server" / "select" / "summary.json").read_text())
+    assert set(select["sites"]) == {"a", "b", "c"} and select["kept"] == 60
+    # the wrong CA is caught before Flower starts, with a message naming the CA file
+    assert wrong_ca.returncode == 2 and "does not verify with" in wrong_ca.stderr and "other-ca" in wrong_ca.stderr
+    # the unregistered key never joined
+    assert "d" not in select["sites"]
+    assert any(word in stranger_log.lower() for word in ("denied", "not registered", "unauthenticated",
+                                                         "permission", "failed")), stranger_log[-2000:]
+
+
+def test_supernode_preflight_names_the_bad_input(tmp_path):
+    make_certs(tmp_path / "certs", ["localhost"], ["a"])
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"instruction": "x", "output": "y"}\n')
+    base = [*CLI, "supernode", "--site", "a", "--data", str(data), "--ca", str(tmp_path / "certs" / "ca.crt")]
+    bad_key = subprocess.run([*base, "--superlink", "127.0.0.1:1", "--key", str(tmp_path / "certs" / "ca.crt")],
+                             capture_output=True, text=True, timeout=60)
+    assert bad_key.returncode == 2 and "not an OpenSSH private key" in bad_key.stderr
+    no_port = subprocess.run([*base, "--superlink", "nohost", "--key", str(tmp_path / "certs" / "sites" / "a")],
+                             capture_output=True, text=True, timeout=60)
+    assert no_port.returncode == 2 and "expected HOST:PORT" in no_port.stderr
+    closed = check_superlink(f"127.0.0.1:{_free_port()}", tmp_path / "certs" / "ca.crt", insecure=False)
+    assert "cannot connect" in closed
