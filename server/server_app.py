@@ -117,11 +117,14 @@ class FlowerTransport:
             tap("received", name, step, got, wire_bytes(reply.content) if PAYLOAD_TAPS else b"")
             result.replies[name] = got
             result.traffic[name] = {"sent": size, "received": content_bytes(reply.content)}
-        for node in self.nodes:
-            if node not in answered:
-                name = self.site_of.get(node, f"node-{node}")
-                result.excluded.append({"site": name, "node_id": node,
-                                        "reason": f"no reply within {self.timeout:.0f} s"})
+        lost = [node for node in self.nodes if node not in answered]
+        for node in lost:  # crashed, cut off or too slow: dropped for the rest of the run
+            name = self.site_of.get(node, f"node-{node}")
+            result.excluded.append({"site": name, "node_id": node,
+                                    "reason": f"no reply within {self.timeout:.0f} s; dropped from later rounds"})
+            logger.error("[ROUND %s] %s (node %d) did not reply within %.0f s: dropped from the run", step, name,
+                         node, self.timeout)
+        self.nodes = [node for node in self.nodes if node in answered]
         return result
 
 

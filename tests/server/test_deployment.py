@@ -136,3 +136,52 @@ def test_supernode_preflight_names_the_bad_input(tmp_path):
     assert no_port.returncode == 2 and "expected HOST:PORT" in no_port.stderr
     closed = check_superlink(f"127.0.0.1:{_free_port()}", tmp_path / "certs" / "ca.crt", insecure=False)
     assert "cannot connect" in closed
+
+
+@pytest.mark.integration
+def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_others(tmp_path):
+    # Prepare: 3 registered sites, min-sites 2, short round timeout
+    certs = tmp_path / "certs"
+    make_certs(certs, ["localhost"], ["a", "b", "c"])
+    for site, part in zip("abc", partition_quality_skew(3, 40, [0.1, 0.5, 0.9], seed=2), strict=True):
+        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    config = tmp_path / "run.toml"
+    config.write_text('[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = 3\nmin-sites = 2\n'
+                      'train-rounds = 1\nlocal-steps = 2\nround-timeout-s = 30.0\n[model]\nmax-length = 128\n')
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["link"] = _start([*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state",
+                                str(tmp_path / "state")], tmp_path / "superlink.log")
+        assert _wait_for("site key(s) registered", tmp_path / "superlink.log", 90, procs["link"])
+        for site in "abc":
+            procs[site] = _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
+                                  "--key", str(certs / "sites" / site), "--site", site, "--data",
+                                  str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
+                                 tmp_path / f"supernode-{site}.log")
+        launch = _start([*CLI, "launch", "--state", str(tmp_path / "state"), "--config", str(config),
+                         "--run-dir", str(tmp_path / "run")], tmp_path / "launch.log")
+        procs["launch"] = launch
+
+        # Execute: kill site c (SuperNode and its ClientApp processes) once prepare is done
+        prepared = tmp_path / "run" / "server" / "prepare" / "DONE"
+        deadline = time.monotonic() + 300
+        while not prepared.exists() and time.monotonic() < deadline and launch.poll() is None:
+            time.sleep(0.2)
+        assert prepared.exists(), (tmp_path / "launch.log").read_text()[-3000:]
+        os.killpg(procs["c"].pid, signal.SIGKILL)
+        launch.wait(timeout=900)
+    finally:
+        for proc in reversed(list(procs.values())):
+            _stop(proc)
+
+    # Assert
+    assert launch.returncode == 0, (tmp_path / "launch.log").read_text()[-3000:]
+    run = tmp_path / "run"
+    assert (run / "server" / "evaluate" / "DONE").exists() or (run / "server" / "train" / "DONE").exists()
+    select = json.loads((run / "server" / "select" / "summary.json").read_text())
+    assert set(select["sites"]) == {"a", "b"}
+    lost = [e for p in ("dynamics", "threshold") for e in
+            json.loads((run / "server" / p / "summary.json").read_text())["exclusions"]]
+    assert [e["site"] for e in lost] == ["c"] and "no reply within 30 s" in lost[0]["reason"]
