@@ -185,3 +185,59 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_ot
     lost = [e for p in ("dynamics", "threshold") for e in
             json.loads((run / "server" / p / "summary.json").read_text())["exclusions"]]
     assert [e["site"] for e in lost] == ["c"] and "no reply within 30 s" in lost[0]["reason"]
+
+
+@pytest.mark.integration
+def test_a_restarted_superlink_resumes_the_run_after_the_last_finished_phase(tmp_path):
+    # Prepare
+    certs = tmp_path / "certs"
+    make_certs(certs, ["localhost"], ["a", "b"])
+    for site, part in zip("ab", partition_quality_skew(2, 40, [0.1, 0.9], seed=3), strict=True):
+        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    config = tmp_path / "run.toml"
+    config.write_text('[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = 2\nmin-sites = 2\n'
+                      'train-rounds = 1\nlocal-steps = 2\nround-timeout-s = 120.0\n[model]\nmax-length = 128\n')
+    link_cmd = [*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state", str(tmp_path / "state")]
+    launch_cmd = [*CLI, "launch", "--state", str(tmp_path / "state"), "--config", str(config),
+                  "--run-dir", str(tmp_path / "run")]
+    threshold_done = tmp_path / "run" / "server" / "threshold" / "DONE"
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["link"] = _start(link_cmd, tmp_path / "superlink-1.log")
+        assert _wait_for("site key(s) registered", tmp_path / "superlink-1.log", 90, procs["link"])
+        for site in "ab":
+            procs[site] = _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
+                                  "--key", str(certs / "sites" / site), "--site", site, "--data",
+                                  str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
+                                 tmp_path / f"supernode-{site}.log")
+        procs["launch-1"] = _start(launch_cmd, tmp_path / "launch-1.log")
+
+        # Execute: kill the SuperLink as soon as the threshold phase is done, restart it, launch again
+        deadline = time.monotonic() + 300
+        while not threshold_done.exists() and time.monotonic() < deadline and procs["launch-1"].poll() is None:
+            time.sleep(0.05)
+        assert threshold_done.exists(), (tmp_path / "launch-1.log").read_text()[-3000:]
+        stamps = {p: (tmp_path / "run" / "server" / p / "DONE").stat().st_mtime_ns
+                  for p in ("prepare", "dynamics", "threshold")}
+        os.killpg(procs["link"].pid, signal.SIGKILL)
+        killed_at = time.time_ns()
+        procs["link"].wait()
+        procs["launch-1"].wait(timeout=120)
+        procs["link"] = _start(link_cmd, tmp_path / "superlink-2.log")
+        assert _wait_for("site key(s) registered", tmp_path / "superlink-2.log", 90, procs["link"]), \
+            (tmp_path / "superlink-2.log").read_text()[-3000:]
+        relaunch = subprocess.run(launch_cmd, capture_output=True, text=True, timeout=900)
+    finally:
+        for proc in reversed(list(procs.values())):
+            _stop(proc)
+
+    # Assert
+    log = relaunch.stdout + relaunch.stderr
+    assert relaunch.returncode == 0, log[-3000:]
+    for phase, stamp in stamps.items():  # finished phases were not redone
+        assert (tmp_path / "run" / "server" / phase / "DONE").stat().st_mtime_ns == stamp
+    assert (tmp_path / "run" / "server" / "select" / "DONE").stat().st_mtime_ns > killed_at  # done after restart
+    assert (tmp_path / "run" / "server" / "evaluate" / "DONE").exists()
+    assert set(json.loads((tmp_path / "run" / "server" / "select" / "summary.json").read_text())["sites"]) == {"a", "b"}
