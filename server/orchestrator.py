@@ -433,7 +433,8 @@ def phase_threshold(run: Run) -> dict[str, Any]:
         raise PhaseError("no site has a finite composite score: every sample failed scoring")
     lo, hi = threshold.merge_ranges(lo_hi)
     edges = threshold.bin_edges(lo, hi, sel.bins)
-    hist = histogram_round(run, "threshold/hist/0", edges, closed=True)
+    totals = {s: int(r.values["num-finite"]) + int(r.values["num-nan"]) for s, r in ranges.replies.items()}
+    hist = histogram_round(run, "threshold/hist/0", edges, closed=True, totals=totals)
     summary["histogram"] = {"edges": edges.tolist(), "counts": hist["counts"].tolist(), "num_nan": hist["num-nan"]}
     if sel.scope == "local":
         summary["threshold"] = None
@@ -445,7 +446,7 @@ def phase_threshold(run: Run) -> dict[str, Any]:
         summary["anchor_threshold"] = t
     else:
         target = budget(num_samples, sel)
-        t, kept, used, ties = refine(run, edges, hist, target)
+        t, kept, used, ties = refine(run, edges, hist, target, totals)
         summary.update(target=target, expected_kept=kept, histogram_rounds=used, tie_fraction=ties)
     summary["threshold"] = t
     summary["expected_kept"] = summary.get("expected_kept", _kept_at(hist, edges, t))
@@ -453,13 +454,23 @@ def phase_threshold(run: Run) -> dict[str, Any]:
     return summary
 
 
-def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool) -> dict[str, Any]:
-    """Every site's `interval_histogram` on `edges`, summed (replies on another grid are rejected)."""
+def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals: dict[str, int]) -> dict[str, Any]:
+    """Every site's `interval_histogram` on `edges`, summed. A reply on another grid, with counts that do not add
+    up to the number of scores the site declared in the range round (`totals`), or from a site that did not
+    declare any, is rejected."""
     def check(site: str, r: Payload) -> list[str]:
         bad = _require(r.values, "num-above", "num-below", "num-nan")
         if "counts" not in r.arrays:
             return bad + ["missing array 'counts'"]
-        return bad or validate_counts(r.arrays["counts"], expected_shape=(len(edges) - 1,))
+        if site not in totals:
+            return [f"{site} sent no score range in threshold/range"]
+        if bad:
+            return bad
+        extra = [r.values[k] for k in ("num-above", "num-below", "num-nan")]
+        if any(not isinstance(v, int) or v < 0 or v > totals[site] for v in extra):
+            return [f"num-above/num-below/num-nan {extra} not integers in [0, {totals[site]}]"]
+        return validate_counts(r.arrays["counts"], expected_shape=(len(edges) - 1,),
+                               total=totals[site] - sum(extra), max_value=totals[site])
 
     result = run.round("threshold", step, Payload({"closed": closed}, {"edges": edges}), check)
     out: dict[str, Any] = {"counts": np.sum([np.asarray(r.arrays["counts"], dtype=np.int64)
@@ -473,7 +484,7 @@ def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool) -> dic
     return out
 
 
-def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int
+def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int, totals: dict[str, int]
            ) -> tuple[float, int, int, float | None]:
     """Narrow the histogram grid onto the `target`-th best score.
 
@@ -492,7 +503,7 @@ def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int
             return cut.threshold, cut.kept, i + 1, None
         assert cut.next is not None
         edges, closed = threshold.bin_edges(cut.next.lo, cut.next.hi, sel.bins), cut.next.closed
-        hist = histogram_round(run, f"threshold/hist/{i + 1}", edges, closed)
+        hist = histogram_round(run, f"threshold/hist/{i + 1}", edges, closed, totals)
     raise AssertionError("unreachable: the last round always returns a threshold")
 
 

@@ -129,6 +129,10 @@ def _wrong_grid(p: Payload) -> None:
     p.arrays["counts"] = np.append(p.arrays["counts"], 7)
 
 
+def _absurd_counts(p: Payload) -> None:
+    p.arrays["counts"] = p.arrays["counts"] * 1000  # far more scores than the site declared
+
+
 def _negative_counts(p: Payload) -> None:
     p.arrays["counts"] = p.arrays["counts"] - 1
 
@@ -136,6 +140,7 @@ def _negative_counts(p: Payload) -> None:
 @pytest.mark.parametrize(("step", "tamper", "reason"), [
     ("threshold/hist", _wrong_grid, "shape"),
     ("threshold/hist", _negative_counts, "negative"),
+    ("threshold/hist", _absurd_counts, "sum"),
     ("train", _nan_adapter, "non-finite"),
 ])
 def test_a_bad_reply_is_excluded_with_its_reason_and_never_aggregated(tmp_path, step, tamper, reason):
