@@ -8,12 +8,16 @@ Layouts: `native` (what `write_samples` writes: id/instruction/input/response/so
 `conversations` with from/value), `question-answer` (GSM8K), `prompt-completion`, and `columns` (only the
 user's mapping). A user column mapping (Sample field -> column name) applies on top of any layout.
 Every column a layout does not consume lands in `Sample.metadata`. Bad rows raise `RowError(field, reason)`
-where `field` is the column name in the file, so the user knows what to fix.
+where `field` is the column name in the file, so the user knows what to fix. Names and values must be what strict
+UTF-8 JSON can carry (`check_values`): no lone surrogate (a `\\udXXX` escape), no NaN/Infinity, at most
+MAX_DEPTH levels of nesting, so whatever loads can be written back by `write_samples`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,8 @@ MAPPABLE = ("id", "instruction", "input", "response")  # Sample fields a user ma
 REQUIRED = ("instruction", "response")
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "chatgpt", "model"}
+MAX_DEPTH = 100  # nesting levels a column value may have: deeper ones overflow the recursive JSON/asdict writers
+_SURROGATE = re.compile("[\ud800-\udfff]")  # unpaired after json decoding: not encodable as UTF-8
 
 
 class RowError(ValueError):
@@ -192,6 +198,7 @@ def describe_schemas() -> str:
 def row_to_sample(row: Mapping[str, Any], schema: str, columns: Mapping[str, str], *, default_id: str,
                   file_name: str, source: str | None = None) -> Sample:
     """Build a validated Sample from one row, or raise RowError naming the column at fault."""
+    check_values(row)
     ex = SCHEMAS[schema](row)
     for sample_field, column in columns.items():  # the user mapping wins over the layout
         replaced = ex.origin.get(sample_field)
@@ -209,6 +216,33 @@ def row_to_sample(row: Mapping[str, Any], schema: str, columns: Mapping[str, str
     metadata.update(ex.metadata)
     return Sample(id=_id(ex, default_id), instruction=instruction, response=response, input=text_input,
                   source=source or ex.values.get("source") or file_name, metadata=metadata)
+
+
+def check_values(row: Mapping[str, Any]) -> None:
+    """Raise RowError for the first column whose name or value strict UTF-8 JSON cannot carry (see the module
+    docstring); values are walked iteratively, so a deeply nested one cannot overflow the stack here."""
+    for column, value in row.items():
+        problem = _value_problem(column) or _value_problem(value)
+        if problem:
+            what, why = problem
+            raise RowError(str(column), f"{what} in {column!r}{why}")
+
+
+def _value_problem(value: Any) -> tuple[str, str] | None:
+    """(what is wrong, why it matters) for the first bad item in `value`, or None."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str) and (bad := _SURROGATE.search(item)):
+            return f"invalid Unicode (lone surrogate U+{ord(bad.group()):04X})", " (the data must be UTF-8)"
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"non-finite number {item}", " (strict JSON has no NaN/Infinity)"
+        if isinstance(item, dict | list | tuple):
+            if depth >= MAX_DEPTH:
+                return f"nesting deeper than {MAX_DEPTH} levels", ""
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _text(ex: Extracted, sample_field: str, *, required: bool) -> str:

@@ -18,6 +18,7 @@ import csv
 import errno
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,9 @@ def load_from_config(data_cfg: DataConfig, path: str | Path | None = None) -> Lo
 
 
 def write_rejects(path: str | Path, rejects: list[Reject]) -> None:
-    """One `Reject.to_dict()` per line, atomically."""
-    write_jsonl(path, (r.to_dict() for r in rejects))
+    """One `Reject.to_dict()` per line, atomically; text UTF-8 cannot carry (a lone surrogate in `raw`, or in a
+    file name decoded with surrogateescape) is written as a backslash escape, so every reject is writable."""
+    write_jsonl(path, ({k: _encodable(v) for k, v in r.to_dict().items()} for r in rejects))
 
 
 def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
@@ -190,8 +192,32 @@ def _with_schema(items: Iterable[Item], path: Path, schema: str, columns: dict[s
 
 
 def _raw(row: Any) -> str:
-    text = row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, default=str)
+    try:
+        text = row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, default=str)
+    except RecursionError:  # a value nested near the interpreter's limit still parses, but not re-encodes
+        text = f"<{type(row).__name__} nested too deeply to show>"
     return text[:RAW_CHARS]
+
+
+def _encodable(value: Any) -> Any:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _loads(text: str) -> Any:
+    """json.loads; valid JSON that Python will not parse raises _Unparsable naming why (bad syntax still
+    raises json.JSONDecodeError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _Unparsable("nested too deeply to parse") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # int literals are capped at sys.get_int_max_str_digits() (a CVE-2020-10735 guard)
+        raise _Unparsable(f"an integer literal longer than {sys.get_int_max_str_digits()} digits") from None
+
+
+class _Unparsable(ValueError):
+    """Valid JSON syntax that json.loads refuses (a huge integer literal, deep nesting)."""
 
 
 def _decode(path: Path, line: int, data: bytes) -> str | Reject:
@@ -212,22 +238,26 @@ def read_jsonl(path: Path) -> Iterator[Item]:
                 yield text
             elif text.strip():
                 try:
-                    yield line, json.loads(text)
+                    yield line, _loads(text)
                 except json.JSONDecodeError as err:
                     yield Reject(str(path), line, "", f"malformed JSON at column {err.colno}: {err.msg}",
                                  _raw(text.rstrip("\r\n")))
+                except _Unparsable as err:
+                    yield Reject(str(path), line, "", f"unparsable JSON: {err}", _raw(text.rstrip("\r\n")))
 
 
 def read_json(path: Path) -> Iterator[Item]:
     """A list of records, or an object holding one list under "data", "train" or "examples"."""
     data = path.read_bytes()
     try:
-        doc = json.loads(data.decode("utf-8-sig"))
+        doc = _loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise DataFileError(f"{path}:{line}: invalid UTF-8 ({err.reason})") from None
     except json.JSONDecodeError as err:
         raise DataFileError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except _Unparsable as err:
+        raise DataFileError(f"{path}: unparsable JSON: {err}") from None
     if isinstance(doc, dict):
         lists = [k for k in JSON_KEYS if isinstance(doc.get(k), list)]
         if len(lists) != 1:
