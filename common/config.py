@@ -12,7 +12,10 @@ with the key, the value and what is allowed, all at once. `fedcurate validate FI
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -20,7 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedcurate.common.data.formats import MAPPABLE
+
 FlatValue = bool | int | float | str
+INT64 = (-2**63, 2**63 - 1)  # TOML integers and Flower's ConfigRecord ints are 64-bit
+MAX_TABLES = 64  # entries of an array of tables ([[rating.raters]]); bounds a run-config's count
 
 
 def _f(default: Any, help: str, *, choices: tuple[Any, ...] = (), min: float | None = None,
@@ -304,23 +311,43 @@ def toml_key(name: str) -> str:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a TOML file (or defaults when `path` is None), apply dotted `overrides`, validate."""
     source = str(path) if path else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(source, ["file not found"]) from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(source, [f"invalid TOML: {err}"]) from None
+    raw = _read_toml(Path(path), source) if path else {}
     for dotted, value in (overrides or {}).items():
         sec, _, key = dotted.partition(".")
-        raw.setdefault(sec, {})[key] = value
+        table = raw.setdefault(sec, {})
+        if isinstance(table, dict):  # else from_dict reports "[sec] must be a table"
+            table[key] = value
     return from_dict(raw, source)
+
+
+def _read_toml(path: Path, source: str) -> dict[str, Any]:
+    """The parsed file; any reason it cannot be read or parsed is a ConfigError naming the file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, ["file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError(source, ["is a directory, not a TOML file"]) from None
+    except OSError as err:
+        raise ConfigError(source, [f"cannot read: {err.strerror or err}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(source, [f"not UTF-8 text (byte {err.start}, line {line})"]) from None
+    try:
+        return tomllib.loads(text)
+    except (ValueError, RecursionError) as err:  # TOMLDecodeError; an integer beyond 4300 digits; deep nesting
+        raise ConfigError(source, [f"invalid TOML: {err}"]) from None
 
 
 def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     """Build and validate a Config from nested {section: {kebab-key: value}}."""
-    problems: list[str] = []
+    return _from_raw(raw, source, [])
+
+
+def _from_raw(raw: dict[str, Any], source: str, problems: list[str]) -> Config:
+    """from_dict, adding to the `problems` already found (by from_flat), all raised at once."""
     built: dict[str, Any] = {}
     known = sections()
     for sec in raw:
@@ -352,6 +379,8 @@ def _build_section(sec: str, cls: type, values: dict[str, Any], problems: list[s
         if item_t is not None:
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 problems.append(f"{sec}.{key}: expected an array of tables ([[{sec}.{key}]])")
+            elif len(value) > MAX_TABLES:
+                problems.append(f"{sec}.{key}: {len(value)} tables; at most {MAX_TABLES} are allowed")
             else:
                 kwargs[f.name] = [_build_section(f"{sec}.{key}[{i}]", item_t, v, problems)
                                   for i, v in enumerate(value)]
@@ -378,9 +407,9 @@ def _check_value(where: str, value: Any, typ: Any, meta: Any) -> tuple[str, Any]
     if origin is list:
         (item_t,) = typing.get_args(typ)
         if isinstance(value, str):  # Flower's run-config carries lists as comma-separated strings
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = _split_list(value)
         if not isinstance(value, list):
-            return f"{where} = {value!r}: expected a list of {item_t.__name__}", None
+            return f"{where} = {_show(value)}: expected a list of {item_t.__name__}", None
         out = []
         for i, v in enumerate(value):
             err, c = _check_scalar(f"{where}[{i}]", v, item_t)
@@ -391,17 +420,17 @@ def _check_value(where: str, value: Any, typ: Any, meta: Any) -> tuple[str, Any]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in value.items()):
-            return f"{where} = {value!r}: expected a table of strings", None
+            return f"{where} = {_show(value)}: expected a table of strings", None
         return "", dict(value)
     err, c = _check_scalar(where, value, typ)
     if err:
         return err, None
     if meta.get("choices") and c not in meta["choices"]:
-        return f"{where} = {c!r}: allowed values are {', '.join(map(repr, meta['choices']))}", None
+        return f"{where} = {_show(c)}: allowed values are {', '.join(map(repr, meta['choices']))}", None
     if meta.get("min") is not None and c < meta["min"]:
-        return f"{where} = {c!r}: must be >= {meta['min']}", None
+        return f"{where} = {_show(c)}: must be >= {meta['min']}", None
     if meta.get("max") is not None and c > meta["max"]:
-        return f"{where} = {c!r}: must be <= {meta['max']}", None
+        return f"{where} = {_show(c)}: must be <= {meta['max']}", None
     return "", c
 
 
@@ -411,16 +440,31 @@ def _check_scalar(where: str, value: Any, typ: type) -> tuple[str, Any]:
             return "", value
     elif typ is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT64[0] <= value <= INT64[1]:
+                return f"{where} = {_show(value)}: outside the 64-bit integer range of TOML and Flower", None
             return "", value
     elif typ is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if math.isnan(float(value)):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond ~1.8e308
+                return f"{where} = {_show(value)}: too large for a float (magnitude must be below 1.8e308)", None
+            if math.isnan(number):
                 return f"{where} = nan: must be a number", None
-            return "", float(value)
+            return "", number
     elif typ is str:
         if isinstance(value, str):
             return "", value
-    return f"{where} = {value!r}: expected {typ.__name__}, got {type(value).__name__}", None
+    return f"{where} = {_show(value)}: expected {typ.__name__}, got {type(value).__name__}", None
+
+
+def _show(value: Any) -> str:
+    """repr for error messages, shortened when long (a 400-digit integer, a huge list)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit conversion limit
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _cross_checks(cfg: Config) -> list[str]:
@@ -455,7 +499,18 @@ def _cross_checks(cfg: Config) -> list[str]:
                         "scoring.weights")
     rates = cfg.federation.site_noise_rates
     if rates and any(not 0.0 <= r <= 1.0 for r in rates):
-        problems.append(f"federation.site-noise-rates = {rates!r}: every rate must lie in [0, 1]")
+        problems.append(f"federation.site-noise-rates = {_show(rates)}: every rate must lie in [0, 1]")
+    return problems + _check_columns(cfg.data.columns)
+
+
+def _check_columns(columns: dict[str, str]) -> list[str]:
+    """data.columns maps Sample fields (the ones the data loader accepts) to non-empty column names."""
+    problems = []
+    for key, column in columns.items():
+        if key not in MAPPABLE:
+            problems.append(f"data.columns: {_show(key)} is not a Sample field; allowed: {', '.join(MAPPABLE)}")
+        elif not column:
+            problems.append(f"data.columns.{key} = '': expected a non-empty column name")
     return problems
 
 
@@ -465,14 +520,17 @@ def primary_scorer(cfg: Config) -> str:
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     """Nested {section: {kebab-key: value}}, the shape of the TOML file."""
-    return {sec: _kebab(dataclasses.asdict(getattr(cfg, sec))) for sec in sections()}
+    return {sec: _plain(getattr(cfg, sec)) for sec in sections()}
 
 
-def _kebab(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    """Dataclasses become {kebab-key: value}; the keys of a dict field (user column names) stay as they are."""
+    if dataclasses.is_dataclass(obj):
+        return {toml_key(f.name): _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
-        return {toml_key(k): _kebab(v) for k, v in obj.items()}
+        return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_kebab(v) for v in obj]
+        return [_plain(v) for v in obj]
     return obj
 
 
@@ -494,21 +552,38 @@ def _is_table_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
+# TOML basic strings: the short escapes, \uXXXX for every other control character (U+0000-U+001F, U+007F)
+_TOML_ESCAPES = {i: f"\\u{i:04x}" for i in [*range(0x20), 0x7F]} | {
+    ord(c): e for c, e in {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"',
+                           "\\": "\\\\"}.items()}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.translate(_TOML_ESCAPES) + '"'
+
+
+def _toml_key_text(key: str) -> str:
+    """A bare key when TOML allows one, else a quoted key (`"a.b"`, `"my col"`, `""`)."""
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key_text(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
 def to_flat(cfg: Config) -> dict[str, FlatValue]:
-    """Flower run-config form: `section.key` -> bool/int/float/str. Lists are comma-joined, tables
-    become `section.key.subkey`, arrays of tables `section.key.<i>.subkey` (plus `section.key` = count)."""
+    """Flower run-config form: `section.key` -> bool/int/float/str. Lists are comma-joined (a JSON array when
+    that would lose items, see `_flat_list`), tables become `section.key.subkey`, arrays of tables
+    `section.key.<i>.subkey` (plus `section.key` = count)."""
     flat: dict[str, FlatValue] = {}
     for sec, values in to_dict(cfg).items():
         for key, value in values.items():
@@ -524,48 +599,102 @@ def to_flat(cfg: Config) -> dict[str, FlatValue]:
 
 
 def _flat_scalar(value: Any) -> FlatValue:
-    return ",".join(str(v) for v in value) if isinstance(value, list) else value
+    return _flat_list(value) if isinstance(value, list) else value
+
+
+def _flat_list(items: list[Any]) -> str:
+    """`a,b` as a user writes it in a run-config; a JSON array when splitting that back would change the list
+    (an item holding a comma, empty or with edge spaces, or text starting with `[`, which reads as JSON)."""
+    parts = [str(v) for v in items]
+    text = ",".join(parts)
+    if text.startswith("[") or any(not p or "," in p or p != p.strip() for p in parts):
+        return json.dumps(items)
+    return text
+
+
+def _split_list(text: str) -> list[Any]:
+    """Inverse of `_flat_list`: a JSON array, or comma-separated items (stripped, empty ones dropped)."""
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except (ValueError, RecursionError):
+            items = None  # not JSON after all: a comma-separated list whose first item starts with '['
+        if isinstance(items, list):
+            return items
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def from_flat(flat: dict[str, Any], source: str = "<run-config>") -> Config:
     """Inverse of `to_flat` (also accepts a Flower `context.run_config`)."""
     raw: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
     for dotted, value in flat.items():
         sec, _, rest = dotted.partition(".")
         key, _, sub = rest.partition(".")
         cls = sections().get(sec)
         typ = _hints(cls).get(key.replace("-", "_")) if cls else None
         target = raw.setdefault(sec, {})
-        if typ is not None and _dataclass_item(typ) is not None:
-            items = target.setdefault(key, [])
-            if not sub:
-                items.extend({} for _ in range(int(value) - len(items)))
-                continue
-            index, _, field_key = sub.partition(".")
-            items.extend({} for _ in range(int(index) + 1 - len(items)))
-            item_t = _dataclass_item(typ)
-            items[int(index)][field_key] = _unflatten_value(value, _hints(item_t).get(field_key.replace("-", "_")))
+        item_t = _dataclass_item(typ)
+        if item_t is not None:
+            _unflatten_table(dotted, value, sub, item_t, target.setdefault(key, []), problems)
         elif typ is not None and typing.get_origin(typ) is dict:
             target.setdefault(key, {})[sub] = value
         else:
             target[rest] = _unflatten_value(value, typ)
-    return from_dict(raw, source)
+    return _from_raw(raw, source, problems)
+
+
+def _unflatten_table(dotted: str, value: Any, sub: str, item_t: type, items: list[dict[str, Any]],
+                     problems: list[str]) -> None:
+    """`section.key` = count, or `section.key.<i>.subkey` = value, of an array of tables into `items`."""
+    if not sub:
+        count = _table_index(value)
+        if count is None:
+            problems.append(f"{dotted} = {_show(value)}: expected the number of tables, 0 to {MAX_TABLES}")
+        else:
+            items.extend({} for _ in range(count - len(items)))
+        return
+    index_text, _, field_key = sub.partition(".")
+    index = _table_index(index_text)
+    if index is None or index >= MAX_TABLES:
+        problems.append(f"{dotted}: {_show(index_text)} is not a table index (0 to {MAX_TABLES - 1})")
+        return
+    items.extend({} for _ in range(index + 1 - len(items)))
+    items[index][field_key] = _unflatten_value(value, _hints(item_t).get(field_key.replace("-", "_")))
+
+
+def _table_index(value: Any) -> int | None:
+    """A count or index of an array of tables, 0..MAX_TABLES, given as an int or its decimal digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TABLES:
+        return value
+    return None
 
 
 def _unflatten_value(value: Any, typ: Any) -> Any:
-    """Split a comma-joined list back into items of the list's element type."""
+    """Split a comma-joined (or JSON) list back into items of the list's element type."""
     if typ is None or typing.get_origin(typ) is not list or not isinstance(value, str):
         return value
-    items = [v for v in value.split(",") if v]
+    items = _split_list(value)
     if typing.get_args(typ) == (float,):
-        try:
-            return [float(v) for v in items]
-        except ValueError:
-            return items  # left as strings: the validator names the bad value
+        return [_maybe_float(v) for v in items]
     return items
 
 
+def _maybe_float(item: Any) -> Any:
+    if not isinstance(item, str):
+        return item
+    try:
+        return float(item)
+    except ValueError:
+        return item  # left as a string: the validator names the bad value
+
+
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a config dataclass (cached: to_flat/from_flat ask once per key).
+    Callers must not modify the returned dict."""
     return typing.get_type_hints(cls, vars(types) | globals())
 
 
