@@ -356,7 +356,22 @@ def step_threshold_range(cfg: Config, where: SiteLocation, payload: Payload, out
     io.write_with(out / "composite.npy", lambda tmp: _save_npy(tmp, score))
     io.write_json(out / "composite-reasons.json", reasons)
     m = moments(score)
+    sigma = payload.values.get("dp-sigma")
+    if sigma:  # DP: a noisy sample count only; no extreme scores (the grid comes from privacy.score-range)
+        noisy = noisy_counts(np.array([score.size]), float(sigma), _secret_rng())
+        return Payload({"num-finite": int(noisy[0]), "num-nan": 0})
     return Payload({"min": m[3], "max": m[4], "num-finite": int(m[0]), "num-nan": int(np.isnan(score).sum())})
+
+
+def _secret_rng() -> np.random.Generator:
+    """Noise the server cannot reproduce: seeded from the OS, never from the shared config."""
+    return np.random.default_rng()
+
+
+def noisy_counts(counts: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    from fedcurate.common.privacy import noisy_counts as add_noise
+
+    return np.asarray(add_noise(np.asarray(counts), sigma, rng, clip_negative=False), dtype=np.int64)
 
 
 def _site_composite(site_dir: Path) -> tuple[np.ndarray, list[str]]:
@@ -371,6 +386,12 @@ def step_threshold_hist(cfg: Config, where: SiteLocation, payload: Payload, out:
     score, _ = _site_composite(where.site_dir)
     hist = interval_histogram(score, payload.arrays["edges"], bool(payload.values.get("closed", True)))
     counts = hist.pop("counts")
+    sigma = payload.values.get("dp-sigma")
+    if sigma:  # DP: every bin and the outside counts noisy; no inside min/max (they are exact scores)
+        rng = _secret_rng()
+        counts = noisy_counts(counts, float(sigma), rng)
+        outside = noisy_counts(np.array([hist["num-above"], hist["num-below"], hist["num-nan"]]), float(sigma), rng)
+        hist = {"num-above": int(outside[0]), "num-below": int(outside[1]), "num-nan": int(outside[2])}
     return Payload(hist, {"counts": counts})
 
 

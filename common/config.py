@@ -264,6 +264,18 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """[privacy] what the server may learn from the sites' statistics."""
+
+    dp_epsilon: float = _f(0.0, "Differential privacy budget epsilon for the threshold phase's statistics (sample "
+                                "count and every histogram round), Gaussian noise added at each site; 0 = off.",
+                           min=0.0)
+    dp_delta: float = _f(1e-6, "delta of the (epsilon, delta) guarantee.", min=0.0, max=1.0)
+    score_range: list[float] = _f([], "[lo, hi] of the composite score: with DP the histogram grid comes from it "
+                                      "(a min/max round would reveal extreme scores).")
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """[evaluation] held-out evaluation of the trained adapter at the server."""
 
@@ -289,6 +301,7 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 class ConfigError(ValueError):
@@ -497,6 +510,18 @@ def _cross_checks(cfg: Config) -> list[str]:
     if cfg.selection.mode == "anchor" and (primary_scorer(cfg) != "clues" or cfg.scoring.weights):
         problems.append("selection.mode = 'anchor' (the CLUES rule) needs scoring.primary = 'clues' and no "
                         "scoring.weights")
+    priv = cfg.privacy
+    if priv.dp_epsilon > 0:
+        if not 0 < priv.dp_delta < 1:
+            problems.append(f"privacy.dp-delta = {priv.dp_delta}: must lie in (0, 1) when privacy.dp-epsilon > 0")
+        if len(priv.score_range) != 2 or not priv.score_range[0] < priv.score_range[1]:
+            problems.append(f"privacy.score-range = {priv.score_range}: give [lo, hi] with lo < hi when "
+                            f"privacy.dp-epsilon > 0 (the grid must not come from the sites' extreme scores)")
+        if cfg.selection.mode == "anchor":
+            problems.append("privacy.dp-epsilon with selection.mode = 'anchor': the anchor rule needs no histograms; "
+                            "turn DP off or use a fraction/count budget")
+    if priv.score_range and len(priv.score_range) != 2:
+        problems.append(f"privacy.score-range = {priv.score_range}: give exactly [lo, hi]")
     rates = cfg.federation.site_noise_rates
     if rates and any(not 0.0 <= r <= 1.0 for r in rates):
         problems.append(f"federation.site-noise-rates = {_show(rates)}: every rate must lie in [0, 1]")

@@ -420,21 +420,44 @@ def _finite_or(x: Any, default: float) -> float:
     return v if math.isfinite(v) else default
 
 
+def dp_plan(cfg: Config) -> dict[str, Any] | None:
+    """With privacy.dp-epsilon > 0: the noise every site adds to each release of the threshold phase (the
+    sample count, then one histogram, each of L2 sensitivity 1 under add/remove-one-sample). Noisy counts stay
+    signed (clipping at 0 would bias every tail sum upwards), so the server's estimates are unbiased."""
+    from fedcurate.common.privacy import sigma_for
+
+    eps, delta = cfg.privacy.dp_epsilon, cfg.privacy.dp_delta
+    if eps <= 0 or cfg.selection.scope == "local":
+        return None
+    releases = 2  # no refinement rounds under DP: each would pay for noise on ever smaller counts
+    return {"epsilon": eps, "delta": delta, "releases": releases, "sigma": sigma_for(eps, delta, releases, 1.0)}
+
+
 def phase_threshold(run: Run) -> dict[str, Any]:
+    from fedcurate.common.privacy import Accountant
+
     cfg, sel = run.cfg, run.cfg.selection
     spec = composite_spec(cfg, run.summaries["dynamics"])
-    ranges = run.round("threshold", "threshold/range", Payload({"composite": spec}),
+    dp = dp_plan(cfg)
+    accountant = Accountant(dp["delta"]) if dp else None
+    ranges = run.round("threshold", "threshold/range", Payload({"composite": spec, "dp-sigma": dp and dp["sigma"]}),
                        lambda s, r: _require(r.values, "num-finite", "num-nan"))
+    if accountant and dp:
+        accountant.spend("threshold/range: sample counts", dp["sigma"], 1.0)
     num_samples = sum(int(r.values["num-finite"]) + int(r.values["num-nan"]) for r in ranges.replies.values())
     summary: dict[str, Any] = {"composite": spec, "scope": sel.scope, "mode": sel.mode, "num_samples": num_samples,
                                "sites": sorted(ranges.replies), "excluded": list(ranges.excluded)}
-    lo_hi = [(_num(r.values.get("min")), _num(r.values.get("max"))) for r in ranges.replies.values()]
-    if not any(math.isfinite(a) for a, _ in lo_hi):
-        raise PhaseError("no site has a finite composite score: every sample failed scoring")
-    lo, hi = threshold.merge_ranges(lo_hi)
+    if dp:
+        lo, hi = (float(x) for x in cfg.privacy.score_range)
+    else:
+        lo_hi = [(_num(r.values.get("min")), _num(r.values.get("max"))) for r in ranges.replies.values()]
+        if not any(math.isfinite(a) for a, _ in lo_hi):
+            raise PhaseError("no site has a finite composite score: every sample failed scoring")
+        lo, hi = threshold.merge_ranges(lo_hi)
     edges = threshold.bin_edges(lo, hi, sel.bins)
-    totals = {s: int(r.values["num-finite"]) + int(r.values["num-nan"]) for s, r in ranges.replies.items()}
-    hist = histogram_round(run, "threshold/hist/0", edges, closed=True, totals=totals)
+    totals = None if dp else {s: int(r.values["num-finite"]) + int(r.values["num-nan"])
+                              for s, r in ranges.replies.items()}
+    hist = histogram_round(run, "threshold/hist/0", edges, closed=True, totals=totals, dp=dp, accountant=accountant)
     summary["histogram"] = {"edges": edges.tolist(), "counts": hist["counts"].tolist(), "num_nan": hist["num-nan"]}
     if sel.scope == "local":
         summary["threshold"] = None
@@ -446,22 +469,31 @@ def phase_threshold(run: Run) -> dict[str, Any]:
         summary["anchor_threshold"] = t
     else:
         target = budget(num_samples, sel)
-        t, kept, used, ties = refine(run, edges, hist, target, totals)
+        t, kept, used, ties = refine(run, edges, hist, target, totals, dp, accountant)
         summary.update(target=target, expected_kept=kept, histogram_rounds=used, tie_fraction=ties)
     summary["threshold"] = t
     summary["expected_kept"] = summary.get("expected_kept", _kept_at(hist, edges, t))
+    if accountant and dp:
+        summary["privacy"] = {**dp, "spent_epsilon": accountant.epsilon, "accountant": accountant.to_json()}
+        io.write_json(run.run_dir / "stats" / "privacy.json", summary["privacy"])
     io.write_json(run.run_dir / "stats" / "threshold.json", summary)
     return summary
 
 
-def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals: dict[str, int]) -> dict[str, Any]:
+def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals: dict[str, int] | None,
+                    dp: dict[str, Any] | None = None, accountant: Any = None) -> dict[str, Any]:
     """Every site's `interval_histogram` on `edges`, summed. A reply on another grid, with counts that do not add
     up to the number of scores the site declared in the range round (`totals`), or from a site that did not
-    declare any, is rejected."""
+    declare any, is rejected. With DP (`totals` None) the counts are noisy and only shape and sign are checked."""
     def check(site: str, r: Payload) -> list[str]:
         bad = _require(r.values, "num-above", "num-below", "num-nan")
         if "counts" not in r.arrays:
             return bad + ["missing array 'counts'"]
+        if totals is None:  # DP: signed noisy integers
+            c = np.asarray(r.arrays["counts"])
+            if c.shape != (len(edges) - 1,) or c.dtype.kind not in "iu":
+                return bad + [f"counts: shape {c.shape} dtype {c.dtype}, expected ({len(edges) - 1},) integers"]
+            return bad
         if site not in totals:
             return [f"{site} sent no score range in threshold/range"]
         if bad:
@@ -472,7 +504,10 @@ def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals
         return validate_counts(r.arrays["counts"], expected_shape=(len(edges) - 1,),
                                total=totals[site] - sum(extra), max_value=totals[site])
 
-    result = run.round("threshold", step, Payload({"closed": closed}, {"edges": edges}), check)
+    result = run.round("threshold", step, Payload({"closed": closed, "dp-sigma": dp and dp["sigma"]},
+                                                  {"edges": edges}), check)
+    if accountant is not None and dp:
+        accountant.spend(f"{step}: histogram", dp["sigma"], 1.0)
     out: dict[str, Any] = {"counts": np.sum([np.asarray(r.arrays["counts"], dtype=np.int64)
                                              for r in result.replies.values()], axis=0)}
     for key in ("num-above", "num-below", "num-nan"):
@@ -484,8 +519,8 @@ def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals
     return out
 
 
-def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int, totals: dict[str, int]
-           ) -> tuple[float, int, int, float | None]:
+def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int, totals: dict[str, int] | None,
+           dp: dict[str, Any] | None = None, accountant: Any = None) -> tuple[float, int, int, float | None]:
     """Narrow the histogram grid onto the `target`-th best score.
 
     Returns (threshold, samples kept, rounds used, tie fraction). When every score left in the interval is
@@ -498,12 +533,12 @@ def refine(run: Run, edges: np.ndarray, hist: dict[str, Any], target: int, total
         if inside and lo == hi and above < target < above + inside:
             return float(lo), target, i + 1, (target - above) / inside
         cut = threshold.find_cut(hist["counts"], hist["num-above"], edges, closed, target,
-                                 can_refine=i < sel.refine_rounds)
+                                 can_refine=i < sel.refine_rounds and dp is None)
         if cut.threshold is not None:
             return cut.threshold, cut.kept, i + 1, None
         assert cut.next is not None
         edges, closed = threshold.bin_edges(cut.next.lo, cut.next.hi, sel.bins), cut.next.closed
-        hist = histogram_round(run, f"threshold/hist/{i + 1}", edges, closed, totals)
+        hist = histogram_round(run, f"threshold/hist/{i + 1}", edges, closed, totals, dp, accountant)
     raise AssertionError("unreachable: the last round always returns a threshold")
 
 

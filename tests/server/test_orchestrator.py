@@ -191,3 +191,36 @@ def test_resuming_a_run_with_other_settings_is_refused(tmp_path):
                                          "federation.round-timeout-s": 60.0})
     summaries = run_phases(same_but_longer, tmp_path / "run", LocalTransport(sites, cfg), stop_after="select")
     assert 59 <= summaries["select"]["kept"] <= 60  # length ties at the cut: a floor per site
+
+
+def test_dp_threshold_adds_noise_at_the_sites_and_reports_the_spent_budget(tmp_path):
+    # Prepare: random scores in [0, 1], keep half, epsilon 4 over the threshold phase
+    sites = _sites(tmp_path, per_site=200)
+    cfg = load_config(None, {"scoring.scorers": ["random"], "federation.sites": 2, "selection.fraction": 0.5,
+                             "selection.bins": 32, "privacy.dp-epsilon": 4.0, "privacy.score-range": [0.0, 1.0]})
+    seen: list[tuple[str, Payload]] = []
+    from fedcurate.server import transport as tr
+
+    tr.PAYLOAD_TAPS.append(lambda d, site, step, payload, wire: seen.append((step, payload)) if d == "received"
+                           else None)
+
+    # Execute
+    try:
+        summaries = run_phases(cfg, tmp_path / "run", LocalTransport(sites, cfg), stop_after="select")
+    finally:
+        tr.PAYLOAD_TAPS.clear()
+
+    # Assert: the budget is spent as planned, no reply carries an exact extreme score, counts are noisy
+    priv = summaries["threshold"]["privacy"]
+    assert 4.0 - 1e-6 <= priv["spent_epsilon"] <= 4.0 + 1e-9 and priv["sigma"] > 1
+    assert json.loads((tmp_path / "run" / "stats" / "privacy.json").read_text())["spent_epsilon"] == \
+        priv["spent_epsilon"]
+    threshold_replies = [p for step, p in seen if step.startswith("threshold/")]
+    assert threshold_replies and not any({"min", "max", "inside-min", "inside-max"} & set(p.values)
+                                         for p in threshold_replies)
+    edges = np.asarray(summaries["threshold"]["histogram"]["edges"])
+    exact = sum(threshold.interval_histogram(np.load(Path(w.site_dir) / "threshold" / "range" / "composite.npy"),
+                                             edges, True)["counts"] for w in sites)
+    noisy = np.asarray(summaries["threshold"]["histogram"]["counts"])
+    assert exact.sum() == 400 and (noisy != exact).sum() >= 8  # sigma ~2 per bin and site: most bins move
+    assert abs(summaries["select"]["kept"] - 200) <= 80  # noisy (tail-sum std ~16), but near the budget
