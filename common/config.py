@@ -520,8 +520,6 @@ def _cross_checks(cfg: Config) -> list[str]:
         if cfg.selection.mode == "anchor":
             problems.append("privacy.dp-epsilon with selection.mode = 'anchor': the anchor rule needs no histograms; "
                             "turn DP off or use a fraction/count budget")
-    if priv.score_range and len(priv.score_range) != 2:
-        problems.append(f"privacy.score-range = {priv.score_range}: give exactly [lo, hi]")
     rates = cfg.federation.site_noise_rates
     if rates and any(not 0.0 <= r <= 1.0 for r in rates):
         problems.append(f"federation.site-noise-rates = {_show(rates)}: every rate must lie in [0, 1]")

@@ -204,6 +204,23 @@ def _federation(d: Draft) -> dict[str, Any]:
     return table
 
 
+def _privacy(d: Draft) -> dict[str, Any]:
+    """dp-epsilon > 0 needs dp-delta in (0, 1) and a score-range [lo, hi] with lo < hi (cross-field rules)."""
+    table: dict[str, Any] = {}  # every [privacy] key is drawn here (cross-field rules)
+    on = d.coin()
+    if on:
+        table["dp-epsilon"] = d.draw(st.floats(1e-3, 100), label="dp-epsilon")
+        table["dp-delta"] = d.draw(st.floats(1e-12, 0.5), label="dp-delta")
+        lo = d.draw(st.floats(-1e6, 1e6), label="lo")
+        table["score-range"] = [lo, lo + d.draw(st.floats(1e-3, 1e6), label="width")]
+        if d.allow_bad and d.coin(0.1):
+            table["score-range"] = [lo]
+            d.bad.append("privacy.score-range")
+    elif d.coin():
+        table["score-range"] = d.draw(st.lists(st.floats(-1e6, 1e6), max_size=3), label="unused score-range")
+    return table
+
+
 def _rating(d: Draft) -> dict[str, Any]:
     """[[rating.raters]] tables with unique names; a duplicate name is a bad `rating.raters`."""
     table = d.section(SECTIONS["rating"], "rating", ("rating",), skip=("raters",))
@@ -230,7 +247,7 @@ def _rating(d: Draft) -> dict[str, Any]:
 def raw_configs(draw: st.DrawFn, allow_bad: bool = True) -> Draft:
     """A nested {section: {key: value}} dict with a record of what is bad and what must come through."""
     d = Draft(draw, allow_bad)
-    special = {"scoring": _scoring, "federation": _federation, "rating": _rating}
+    special = {"scoring": _scoring, "federation": _federation, "rating": _rating, "privacy": _privacy}
     for sec in draw(st.lists(st.sampled_from(list(SECTIONS)), unique=True, max_size=len(SECTIONS))):
         if allow_bad and d.coin(0.03):
             d.raw[sec] = draw(st.integers() | safe_text | st.lists(st.integers(), max_size=2), label=f"bad [{sec}]")
