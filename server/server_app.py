@@ -88,10 +88,10 @@ class FlowerTransport:
               per_site: dict[str, Payload] | None = None) -> RoundResult:
         if per_site:
             raise NotImplementedError("per-site payloads are not used by any phase")
-        content = pack(payload, {**self.record, "step": step})
-        size, wire = content_bytes(content), (wire_bytes(content) if PAYLOAD_TAPS else b"")
         msgs = [Message(pack(payload, {**self.record, "step": step}), dst_node_id=node,
                         message_type=f"{MessageType.QUERY}.{phase}", group_id=step) for node in self.nodes]
+        first = msgs[0].content if msgs else pack(payload, {})  # measured before sending: the grid consumes them
+        size, wire = content_bytes(first), (wire_bytes(first) if PAYLOAD_TAPS else b"")
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
         result = RoundResult(replies={})
         answered = set()

@@ -54,6 +54,37 @@ def _wait_for(text: str, log: Path, timeout: float, proc: subprocess.Popen | Non
     return False
 
 
+def _setup(tmp_path: Path, sites: str, min_sites: int, timeout_s: float, seed: int) -> tuple[Path, int, Path]:
+    """Certificates for `sites`, a data file per site (noise rising from 0.1 to 0.9), a small run config;
+    returns (certs dir, SuperLink port, config path)."""
+    certs = tmp_path / "certs"
+    make_certs(certs, ["localhost"], list(sites))
+    rates = [0.1 + 0.8 * i / max(1, len(sites) - 1) for i in range(len(sites))]
+    for site, part in zip(sites, partition_quality_skew(len(sites), 40, rates, seed=seed), strict=True):
+        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
+    config = tmp_path / "run.toml"
+    config.write_text(f'[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = {len(sites)}\n'
+                      f'min-sites = {min_sites}\ntrain-rounds = 1\nlocal-steps = 2\nround-timeout-s = {timeout_s}\n'
+                      '[model]\nmax-length = 128\n')
+    return certs, _free_port(), config
+
+
+def _superlink(tmp_path: Path, certs: Path, port: int, log: str = "superlink.log") -> subprocess.Popen:
+    """`fedcurate superlink` on `port`; returns once it has registered the site keys."""
+    proc = _start([*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state", str(tmp_path / "state")],
+                  tmp_path / log)
+    assert _wait_for("site key(s) registered", tmp_path / log, 90, proc), (tmp_path / log).read_text()[-3000:]
+    return proc
+
+
+def _supernodes(tmp_path: Path, certs: Path, address: str, sites: str) -> dict[str, subprocess.Popen]:
+    """One `fedcurate supernode` per site, each on its own Runtime API port, data from tmp_path/data/<site>.jsonl."""
+    return {site: _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
+                          "--key", str(certs / "sites" / site), "--site", site, "--data",
+                          str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
+                         tmp_path / f"supernode-{site}.log") for site in sites}
+
+
 def test_certs_are_valid_and_private_keys_owner_only(tmp_path):
     made = make_certs(tmp_path, ["superlink.example.org", "203.0.113.5"], ["a", "b"])
     assert check_key(made["site_keys"]["a"]) == ""
@@ -68,35 +99,20 @@ def test_certs_are_valid_and_private_keys_owner_only(tmp_path):
 
 @pytest.mark.integration
 def test_tls_authenticated_deployment_runs_the_pipeline_and_refuses_strangers(tmp_path):
-    # Prepare: certificates for 4 sites, of which only a, b, c are registered; data for each
-    certs, other = tmp_path / "certs", tmp_path / "other-ca"
-    make_certs(certs, ["localhost"], ["a", "b", "c"])
+    # Prepare: certificates for 3 registered sites with data, a key nobody registered, another CA
+    certs, port, config = _setup(tmp_path, "abc", min_sites=3, timeout_s=300.0, seed=1)
+    other = tmp_path / "other-ca"
     make_certs(other, ["localhost"], ["x"])
-    parts = partition_quality_skew(3, 40, [0.1, 0.5, 0.9], seed=1)
-    for site, part in zip("abc", parts, strict=True):
-        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
     unregistered = make_certs(tmp_path / "stranger", ["localhost"], ["d"])["site_keys"]["d"]
-    port = _free_port()
     address = f"127.0.0.1:{port}"
-    config = tmp_path / "run.toml"
-    config.write_text('[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = 3\nmin-sites = 3\n'
-                      'train-rounds = 1\nlocal-steps = 2\nround-timeout-s = 300.0\n[model]\nmax-length = 128\n')
     procs: list[subprocess.Popen] = []
     try:
         # Execute: the SuperLink (registers certs/sites/*.pub), then the SuperNodes
-        link = _start([*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state",
-                       str(tmp_path / "state")], tmp_path / "superlink.log")
-        procs.append(link)
-        assert _wait_for("site key(s) registered", tmp_path / "superlink.log", 90, link), \
-            (tmp_path / "superlink.log").read_text()[-3000:]
+        procs.append(_superlink(tmp_path, certs, port))
         wrong_ca = subprocess.run([*CLI, "supernode", "--superlink", address, "--ca", str(other / "ca.crt"),
                                    "--key", str(certs / "sites" / "a"), "--site", "a", "--data",
                                    str(tmp_path / "data" / "a.jsonl")], capture_output=True, text=True, timeout=60)
-        for site in "abc":
-            procs.append(_start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
-                                 "--key", str(certs / "sites" / site), "--site", site, "--data",
-                                 str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
-                                tmp_path / f"supernode-{site}.log"))
+        procs += list(_supernodes(tmp_path, certs, address, "abc").values())
         stranger = _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
                            "--key", str(unregistered), "--site", "d", "--data", str(tmp_path / "data" / "a.jsonl"),
                            "--port", str(_free_port())], tmp_path / "supernode-d.log")
@@ -141,25 +157,12 @@ def test_supernode_preflight_names_the_bad_input(tmp_path):
 @pytest.mark.integration
 def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_others(tmp_path):
     # Prepare: 3 registered sites, min-sites 2, short round timeout
-    certs = tmp_path / "certs"
-    make_certs(certs, ["localhost"], ["a", "b", "c"])
-    for site, part in zip("abc", partition_quality_skew(3, 40, [0.1, 0.5, 0.9], seed=2), strict=True):
-        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
-    port = _free_port()
+    certs, port, config = _setup(tmp_path, "abc", min_sites=2, timeout_s=30.0, seed=2)
     address = f"127.0.0.1:{port}"
-    config = tmp_path / "run.toml"
-    config.write_text('[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = 3\nmin-sites = 2\n'
-                      'train-rounds = 1\nlocal-steps = 2\nround-timeout-s = 30.0\n[model]\nmax-length = 128\n')
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["link"] = _start([*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state",
-                                str(tmp_path / "state")], tmp_path / "superlink.log")
-        assert _wait_for("site key(s) registered", tmp_path / "superlink.log", 90, procs["link"])
-        for site in "abc":
-            procs[site] = _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
-                                  "--key", str(certs / "sites" / site), "--site", site, "--data",
-                                  str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
-                                 tmp_path / f"supernode-{site}.log")
+        procs["link"] = _superlink(tmp_path, certs, port)
+        procs.update(_supernodes(tmp_path, certs, address, "abc"))
         launch = _start([*CLI, "launch", "--state", str(tmp_path / "state"), "--config", str(config),
                          "--run-dir", str(tmp_path / "run")], tmp_path / "launch.log")
         procs["launch"] = launch
@@ -190,28 +193,15 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_ot
 @pytest.mark.integration
 def test_a_restarted_superlink_resumes_the_run_after_the_last_finished_phase(tmp_path):
     # Prepare
-    certs = tmp_path / "certs"
-    make_certs(certs, ["localhost"], ["a", "b"])
-    for site, part in zip("ab", partition_quality_skew(2, 40, [0.1, 0.9], seed=3), strict=True):
-        write_samples(tmp_path / "data" / f"{site}.jsonl", part)
-    port = _free_port()
+    certs, port, config = _setup(tmp_path, "ab", min_sites=2, timeout_s=120.0, seed=3)
     address = f"127.0.0.1:{port}"
-    config = tmp_path / "run.toml"
-    config.write_text('[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = 2\nmin-sites = 2\n'
-                      'train-rounds = 1\nlocal-steps = 2\nround-timeout-s = 120.0\n[model]\nmax-length = 128\n')
-    link_cmd = [*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--state", str(tmp_path / "state")]
     launch_cmd = [*CLI, "launch", "--state", str(tmp_path / "state"), "--config", str(config),
                   "--run-dir", str(tmp_path / "run")]
     threshold_done = tmp_path / "run" / "server" / "threshold" / "DONE"
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["link"] = _start(link_cmd, tmp_path / "superlink-1.log")
-        assert _wait_for("site key(s) registered", tmp_path / "superlink-1.log", 90, procs["link"])
-        for site in "ab":
-            procs[site] = _start([*CLI, "supernode", "--superlink", address, "--ca", str(certs / "ca.crt"),
-                                  "--key", str(certs / "sites" / site), "--site", site, "--data",
-                                  str(tmp_path / "data" / f"{site}.jsonl"), "--port", str(_free_port())],
-                                 tmp_path / f"supernode-{site}.log")
+        procs["link"] = _superlink(tmp_path, certs, port, "superlink-1.log")
+        procs.update(_supernodes(tmp_path, certs, address, "ab"))
         procs["launch-1"] = _start(launch_cmd, tmp_path / "launch-1.log")
 
         # Execute: kill the SuperLink as soon as the threshold phase is done, restart it, launch again
@@ -225,9 +215,7 @@ def test_a_restarted_superlink_resumes_the_run_after_the_last_finished_phase(tmp
         killed_at = time.time_ns()
         procs["link"].wait()
         procs["launch-1"].wait(timeout=120)
-        procs["link"] = _start(link_cmd, tmp_path / "superlink-2.log")
-        assert _wait_for("site key(s) registered", tmp_path / "superlink-2.log", 90, procs["link"]), \
-            (tmp_path / "superlink-2.log").read_text()[-3000:]
+        procs["link"] = _superlink(tmp_path, certs, port, "superlink-2.log")  # same database: keys kept
         relaunch = subprocess.run(launch_cmd, capture_output=True, text=True, timeout=900)
     finally:
         for proc in reversed(list(procs.values())):
