@@ -118,21 +118,6 @@ def write_central_outputs(cfg: Config, out_dir: Path, site_dir: Path,
     return stats
 
 
-DYNAMICS_SCORERS = {"clues", "datainf", "less"}
-
-
-def prepare_dynamics(cfg: Config, samples: Sequence[Sample], out_dir: Path) -> Config:
-    """Train the LoRA checkpoints that training-dynamics scorers need (reused when already there)."""
-    if not DYNAMICS_SCORERS & set(cfg.scoring.scorers):
-        return cfg
-    from fedcurate.common.dynamics.prepare import prepare_checkpoints
-
-    if not cfg.dynamics.checkpoints_dir:
-        cfg = replace(cfg, dynamics=replace(cfg.dynamics, checkpoints_dir=str(out_dir / "dynamics")))
-    prepare_checkpoints(cfg, samples)
-    return cfg
-
-
 def score_dataset(name: str, samples: Sequence[Sample], cfg: Config, cache_dir: Path) -> ScoreColumn:
     """Score every sample with scorer `name`, in batches; reuse a cached result for the same inputs."""
     key = _cache_key(name, samples, cfg)
