@@ -13,8 +13,10 @@ Node config (deployment: `flower-supernode --node-config 'site="a" data-path="/d
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flwr.app import Context, Error, Message
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -23,8 +25,10 @@ from fedcurate.client.handlers import handle
 from fedcurate.common.config import Config, from_flat
 from fedcurate.common.data.loaders import DataFileError
 from fedcurate.common.data.sample import DataError
-from fedcurate.server.messages import pack, unpack
+from fedcurate.server.messages import decode_array, pack, unpack
 from fedcurate.server.phases import PHASES
+from fedcurate.server.secure import site_contribution
+from fedcurate.server.transport import Payload
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,21 @@ def run_step(msg: Message, context: Context) -> Message:
 # One handler per phase (message type "query.<phase>"); the step inside a phase is in the config record.
 for _phase in PHASES:
     app.query(_phase)(run_step)
+
+
+@app.train(mods=[secaggplus_mod])
+def secure_step(msg: Message, context: Context) -> Message:
+    """A secure-aggregation round (`server/secure.py`): Flower's SecAgg+ mod runs its key-exchange stages
+    and calls this in its masking stage; the reply's fields leave this site only masked."""
+    def run(instruction: dict[str, Any]) -> tuple[str, Payload]:
+        record = instruction["record"]
+        cfg = from_flat({k: v for k, v in record.items() if k not in TRANSPORT_KEYS}, source="<instruction>")
+        where = site_phases.locate(dict(context.node_config), record)
+        sent = instruction["payload"]
+        payload = Payload(sent["values"], {k: decode_array(v) for k, v in sent["arrays"].items()})
+        return where.site, handle(str(record["step"]), cfg, where, payload)
+
+    return site_contribution(msg, run)
 
 
 def _data_error_reply(msg: Message, site: str, err: Exception) -> Message:

@@ -177,7 +177,7 @@ def _prepare_ratings_and_embeddings(cfg: Config, samples: Sequence[Sample], site
         out["rating-failures"] = dict(Counter(r.split(":")[0] for r in result.columns["rating_reason"] if r))
     elif DS2_FROM_CURATION & scorers:
         ratings, _ = _ratings_and_embeddings(cfg, site_dir)
-    if ratings is not None:
+    if ratings is not None and not cfg.privacy.secure_aggregation:  # a site's own histogram: not under SecAgg
         finite = ratings[np.isfinite(ratings)]
         out["rating-histogram"] = np.bincount(np.clip(np.round(finite), 0, None).astype(np.int64)).tolist()
         out["num-unrated"] = int(ratings.size - finite.size)

@@ -271,8 +271,13 @@ class PrivacyConfig:
                                 "count and every histogram round), Gaussian noise added at each site; 0 = off.",
                            min=0.0)
     dp_delta: float = _f(1e-6, "delta of the (epsilon, delta) guarantee.", min=0.0, max=1.0)
-    score_range: list[float] = _f([], "[lo, hi] of the composite score: with DP the histogram grid comes from it "
-                                      "(a min/max round would reveal extreme scores).")
+    score_range: list[float] = _f([], "[lo, hi] of the composite score: with DP or secure aggregation the histogram "
+                                      "grid comes from it (a min/max round would reveal extreme scores).")
+    secure_aggregation: bool = _f(False, "Sum the sites' consensus counts (DS2) and score histograms with Flower's "
+                                         "SecAgg+: the server learns only sums, never one site's counts.")
+    secagg_threshold: float = _f(0.67, "SecAgg+ reconstruction threshold, as a fraction of the sites: how many must "
+                                       "stay to unmask the sum (more tolerates fewer drop-outs, resists more "
+                                       "colluding sites).", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -514,12 +519,16 @@ def _cross_checks(cfg: Config) -> list[str]:
     if priv.dp_epsilon > 0:
         if not 0 < priv.dp_delta < 1:
             problems.append(f"privacy.dp-delta = {priv.dp_delta}: must lie in (0, 1) when privacy.dp-epsilon > 0")
-        if len(priv.score_range) != 2 or not priv.score_range[0] < priv.score_range[1]:
-            problems.append(f"privacy.score-range = {priv.score_range}: give [lo, hi] with lo < hi when "
-                            f"privacy.dp-epsilon > 0 (the grid must not come from the sites' extreme scores)")
         if cfg.selection.mode == "anchor":
             problems.append("privacy.dp-epsilon with selection.mode = 'anchor': the anchor rule needs no histograms; "
                             "turn DP off or use a fraction/count budget")
+    if priv.dp_epsilon > 0 or priv.secure_aggregation:
+        if len(priv.score_range) != 2 or not priv.score_range[0] < priv.score_range[1]:
+            why = "privacy.dp-epsilon > 0" if priv.dp_epsilon > 0 else "privacy.secure-aggregation = true"
+            problems.append(f"privacy.score-range = {priv.score_range}: give [lo, hi] with lo < hi when "
+                            f"{why} (the grid must not come from the sites' extreme scores)")
+    if priv.secure_aggregation and not priv.secagg_threshold > 0:
+        problems.append("privacy.secagg-threshold = 0: give the fraction of sites needed to unmask, in (0, 1]")
     rates = cfg.federation.site_noise_rates
     if rates and any(not 0.0 <= r <= 1.0 for r in rates):
         problems.append(f"federation.site-noise-rates = {_show(rates)}: every rate must lie in [0, 1]")

@@ -45,5 +45,20 @@ def content_bytes(content: RecordDict) -> int:
 
 
 def wire_bytes(content: RecordDict) -> bytes:
-    """Every record of a message as serialised for the network (what a payload scan must search)."""
-    return b"".join(record.deflate() for record in content.values())
+    """Every record of a message as serialised for the network (what a payload scan must search): each record
+    and, recursively, the objects it refers to (Flower 1.41 ships an array's data as separate child objects)."""
+    return b"".join(_deflated(record) for record in content.values())
+
+
+def _deflated(obj: Any) -> bytes:
+    return obj.deflate() + b"".join(_deflated(child) for child in (obj.children or {}).values())
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    """A small array as JSON (the instruction of a secure round travels as one JSON string)."""
+    a = np.asarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.ravel().tolist()}
+
+
+def decode_array(d: dict[str, Any]) -> np.ndarray:
+    return np.asarray(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"])

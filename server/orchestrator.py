@@ -46,7 +46,7 @@ from fedcurate.common import io
 from fedcurate.common.config import Config, primary_scorer, to_flat, to_toml
 from fedcurate.common.selection import budget
 from fedcurate.server import phases, threshold
-from fedcurate.server.transport import Payload, RoundResult, Transport
+from fedcurate.server.transport import Payload, RoundResult, SecureSum, Transport
 from fedcurate.strategies.validation import expected_spec, validate_arrays, validate_counts
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,27 @@ class Run:
             reasons = "; ".join(f"{e['site']}: {e['reason']}" for e in result.excluded) or "no site connected"
             raise PhaseError(f"[{step}] {len(result.replies)} site(s) gave a valid reply, federation.min-sites = "
                              f"{self.cfg.federation.min_sites}: {reasons}")
+        return result
+
+    def secure_round(self, phase: str, step: str, payload: Payload, keys: list[str],
+                     validate: Callable[[SecureSum], list[str]]) -> SecureSum:
+        """One secure-aggregation round: only the sum over sites of the reply fields `keys` comes back. A sum
+        that fails `validate` cannot be traced to a site (that is the point), so the phase stops."""
+        start = time.monotonic()
+        result = self.transport.secure_sum(phase, step, payload, keys)
+        for site, t in sorted(result.traffic.items()):
+            self.traffic.append({"phase": phase, "step": step, "site": site, "secure": True, **t})
+        self.exclusions += [{"phase": phase, "step": step, **e} for e in result.excluded]
+        logger.info("[ROUND %s] secure sum over %d site(s), %d lost, in %.1f s", step, len(result.sites),
+                    len(result.excluded), time.monotonic() - start)
+        if len(result.sites) < self.cfg.federation.min_sites:
+            reasons = "; ".join(f"{e['site']}: {e['reason']}" for e in result.excluded) or "no site contributed"
+            raise PhaseError(f"[{step}] {len(result.sites)} site(s) contributed to the secure sum, "
+                             f"federation.min-sites = {self.cfg.federation.min_sites}: {reasons}")
+        problems = validate(result)
+        if problems:
+            raise PhaseError(f"[{step}] the securely summed counts are invalid (one or more sites sent bad counts; "
+                             f"secure aggregation hides which): " + "; ".join(problems))
         return result
 
 
@@ -218,9 +239,15 @@ def phase_curate(run: Run) -> dict[str, Any]:
         bad = _require(r.values, "rows") + ([] if "third" in r.arrays else ["missing array 'third'"])
         return bad or validate_counts(r.arrays["third"], expected_shape=(k ** 3,), total=int(r.values["rows"]))
 
-    counts = run.round("curate", "curate/counts", Payload(), check_counts)
-    total = sum_counts([counts_from_third(np.asarray(r.arrays["third"], dtype=np.int64), int(r.values["rows"]))
-                        for r in counts.replies.values()])
+    if cfg.privacy.secure_aggregation:  # SecAgg+: the server sees only the summed consensus counts
+        summed = run.secure_round("curate", "curate/counts", Payload(), ["third", "rows"], lambda r: (
+            validate_counts(r.sums["third"], expected_shape=(k ** 3,), total=int(r.sums["rows"][0]))))
+        total = counts_from_third(summed.sums["third"], int(summed.sums["rows"][0]))
+        counts = RoundResult(replies={}, excluded=summed.excluded)
+    else:
+        counts = run.round("curate", "curate/counts", Payload(), check_counts)
+        total = sum_counts([counts_from_third(np.asarray(r.arrays["third"], dtype=np.int64), int(r.values["rows"]))
+                            for r in counts.replies.values()])
     hoc = solve_hoc(total, cfg.curation)
     out = run.server_dir("curate")
     io.write_json(out / "transition.json", {"T": hoc.T.tolist(), "p": hoc.p.tolist(), "loss": hoc.loss,
@@ -440,14 +467,24 @@ def phase_threshold(run: Run) -> dict[str, Any]:
     spec = composite_spec(cfg, run.summaries["dynamics"])
     dp = dp_plan(cfg)
     accountant = Accountant(dp["delta"]) if dp else None
-    ranges = run.round("threshold", "threshold/range", Payload({"composite": spec, "dp-sigma": dp and dp["sigma"]}),
-                       lambda s, r: _require(r.values, "num-finite", "num-nan"))
+    secure = cfg.privacy.secure_aggregation
+    request = Payload({"composite": spec, "dp-sigma": dp and dp["sigma"]})
+    if secure:  # SecAgg+: only the federation's sample count; the grid comes from privacy.score-range
+        summed = run.secure_round("threshold", "threshold/range", request, ["num-finite", "num-nan"],
+                                  lambda r: [] if dp or min(int(v[0]) for v in r.sums.values()) >= 0
+                                  else [f"negative sample count {r.sums}"])
+        num_samples, sites, excluded = (int(summed.sums["num-finite"][0] + summed.sums["num-nan"][0]), summed.sites,
+                                        summed.excluded)
+    else:
+        ranges = run.round("threshold", "threshold/range", request,
+                           lambda s, r: _require(r.values, "num-finite", "num-nan"))
+        num_samples = sum(int(r.values["num-finite"]) + int(r.values["num-nan"]) for r in ranges.replies.values())
+        sites, excluded = sorted(ranges.replies), list(ranges.excluded)
     if accountant and dp:
         accountant.spend("threshold/range: sample counts", dp["sigma"], 1.0)
-    num_samples = sum(int(r.values["num-finite"]) + int(r.values["num-nan"]) for r in ranges.replies.values())
     summary: dict[str, Any] = {"composite": spec, "scope": sel.scope, "mode": sel.mode, "num_samples": num_samples,
-                               "sites": sorted(ranges.replies), "excluded": list(ranges.excluded)}
-    if dp:
+                               "sites": sites, "excluded": excluded, "secure_aggregation": secure}
+    if dp or secure:
         lo, hi = (float(x) for x in cfg.privacy.score_range)
     else:
         lo_hi = [(_num(r.values.get("min")), _num(r.values.get("max"))) for r in ranges.replies.values()]
@@ -455,8 +492,12 @@ def phase_threshold(run: Run) -> dict[str, Any]:
             raise PhaseError("no site has a finite composite score: every sample failed scoring")
         lo, hi = threshold.merge_ranges(lo_hi)
     edges = threshold.bin_edges(lo, hi, sel.bins)
-    totals = None if dp else {s: int(r.values["num-finite"]) + int(r.values["num-nan"])
-                              for s, r in ranges.replies.items()}
+    totals: dict[str, int] | None = None
+    if secure:
+        # what every summed histogram holds: the total, over the sites that contributed it (value 0)
+        totals = None if dp else {"*": num_samples, **{f"site:{s}": 0 for s in sites}}
+    elif not dp:
+        totals = {s: int(r.values["num-finite"]) + int(r.values["num-nan"]) for s, r in ranges.replies.items()}
     hist = histogram_round(run, "threshold/hist/0", edges, closed=True, totals=totals, dp=dp, accountant=accountant)
     summary["histogram"] = {"edges": edges.tolist(), "counts": hist["counts"].tolist(), "num_nan": hist["num-nan"]}
     if sel.scope == "local":
@@ -504,8 +545,10 @@ def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals
         return validate_counts(r.arrays["counts"], expected_shape=(len(edges) - 1,),
                                total=totals[site] - sum(extra), max_value=totals[site])
 
-    result = run.round("threshold", step, Payload({"closed": closed, "dp-sigma": dp and dp["sigma"]},
-                                                  {"edges": edges}), check)
+    request = Payload({"closed": closed, "dp-sigma": dp and dp["sigma"]}, {"edges": edges})
+    if run.cfg.privacy.secure_aggregation:
+        return secure_histogram_round(run, step, request, totals, dp, accountant)
+    result = run.round("threshold", step, request, check)
     if accountant is not None and dp:
         accountant.spend(f"{step}: histogram", dp["sigma"], 1.0)
     out: dict[str, Any] = {"counts": np.sum([np.asarray(r.arrays["counts"], dtype=np.int64)
@@ -516,6 +559,34 @@ def histogram_round(run: Run, step: str, edges: np.ndarray, closed: bool, totals
     highs = [_num(r.values.get("inside-max")) for r in result.replies.values()]
     out["inside-min"] = min((v for v in lows if math.isfinite(v)), default=math.nan)
     out["inside-max"] = max((v for v in highs if math.isfinite(v)), default=math.nan)
+    return out
+
+
+def secure_histogram_round(run: Run, step: str, request: Payload, totals: dict[str, int] | None,
+                           dp: dict[str, Any] | None, accountant: Any) -> dict[str, Any]:
+    """`histogram_round` under secure aggregation: the server gets the summed histogram and outside counts only,
+    and checks them against the federation's total (`totals["*"]`, counted over the sites `totals["site:<name>"]`;
+    a site lost since then voids the check) unless DP made them noisy. No site reveals
+    the extreme scores inside the interval, so ties at the cut are not detected (the cut is a bin edge)."""
+    keys = ["counts", "num-above", "num-below", "num-nan"]
+    bins = len(request.arrays["edges"]) - 1
+
+    def check(summed: SecureSum) -> list[str]:
+        sums = summed.sums
+        if sums["counts"].shape != (bins,):
+            return [f"counts: shape {sums['counts'].shape}, expected ({bins},)"]
+        if totals is None or {f"site:{s}" for s in summed.sites} != set(totals) - {"*"}:
+            return []
+        outside = [int(sums[k][0]) for k in keys[1:]]
+        return validate_counts(sums["counts"], expected_shape=(bins,), total=totals["*"] - sum(outside),
+                               max_value=totals["*"]) + ([f"outside counts {outside} negative"]
+                                                         if min(outside) < 0 else [])
+
+    summed = run.secure_round("threshold", step, request, keys, check)
+    if accountant is not None and dp:
+        accountant.spend(f"{step}: histogram", dp["sigma"], 1.0)
+    out: dict[str, Any] = {"counts": summed.sums["counts"], "inside-min": math.nan, "inside-max": math.nan}
+    out.update({k: int(summed.sums[k][0]) for k in keys[1:]})
     return out
 
 

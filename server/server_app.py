@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
 from fedcurate.common.config import Config, FederationConfig, from_flat, load_config, to_flat
-from fedcurate.server.messages import content_bytes, pack, unpack, wire_bytes
+from fedcurate.server.messages import content_bytes, encode_array, pack, unpack, wire_bytes
 from fedcurate.server.orchestrator import run_phases
-from fedcurate.server.transport import PAYLOAD_TAPS, Payload, RoundResult, tap
+from fedcurate.server.transport import PAYLOAD_TAPS, Payload, RoundResult, SecureSum, tap
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def run(grid: Grid, cfg: Config, run_dir: Path, transport: dict[str, Any]) -> No
     """Run every phase that is not done yet (see `server/orchestrator.py`)."""
     nodes = wait_for_nodes(grid, cfg.federation)
     record = {**to_flat(cfg), "run-dir": str(Path(run_dir).resolve()), **transport}
-    run_phases(cfg, Path(run_dir), FlowerTransport(grid, nodes, record, cfg.federation.round_timeout_s))
+    run_phases(cfg, Path(run_dir), FlowerTransport(grid, nodes, record, cfg.federation.round_timeout_s,
+                                                   cfg.privacy.secagg_threshold))
 
 
 class FlowerTransport:
@@ -80,8 +82,10 @@ class FlowerTransport:
     restarts (node ids do not).
     """
 
-    def __init__(self, grid: Grid, nodes: list[int], record: dict[str, Any], timeout: float) -> None:
+    def __init__(self, grid: Grid, nodes: list[int], record: dict[str, Any], timeout: float,
+                 secagg_threshold: float = 0.67) -> None:
         self.grid, self.nodes, self.record, self.timeout = grid, list(nodes), dict(record), timeout
+        self.secagg_threshold = secagg_threshold
         self.site_of: dict[int, str] = {}
 
     def round(self, phase: str, step: str, payload: Payload,
@@ -125,6 +129,24 @@ class FlowerTransport:
             logger.error("[ROUND %s] %s (node %d) did not reply within %.0f s: dropped from the run", step, name,
                          node, self.timeout)
         self.nodes = [node for node in self.nodes if node in answered]
+        return result
+
+    def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
+        """One SecAgg+ round (`server/secure.py`): the sites' fields `keys`, summed; nothing else comes back."""
+        from fedcurate.server.secure import secure_sum
+
+        instruction = {"record": {**self.record, "step": step}, "phase": phase,
+                       "payload": {"values": payload.values,
+                                   "arrays": {k: encode_array(v) for k, v in payload.arrays.items()}}}
+
+        def seen(node: int, content: Any) -> None:  # what crossed the wire, for the privacy tests
+            if PAYLOAD_TAPS:
+                tap("received", self.site_of.get(node, f"node-{node}"), step, Payload(), wire_bytes(content))
+
+        result = secure_sum(self.grid, self.nodes, instruction, keys, timeout=self.timeout,
+                            threshold=self.secagg_threshold, site_of=self.site_of, seen=seen)
+        lost = {e["node_id"] for e in result.excluded}
+        self.nodes = [node for node in self.nodes if node not in lost]
         return result
 
 

@@ -56,11 +56,52 @@ class RoundResult:
         self.excluded.append({"site": site, "reason": reason})
 
 
+@dataclass
+class SecureSum:
+    """What a secure-aggregation round gives the server: the element-wise sum of the `keys` of every
+    contributing site's reply, which sites contributed, the sites lost (with the reason), bytes per site."""
+
+    sums: dict[str, np.ndarray]
+    sites: list[str]
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    traffic: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 class Transport(Protocol):
     """Sends one payload to every site (all running `handle(step, ...)`) and collects the replies."""
 
     def round(self, phase: str, step: str, payload: Payload,
               per_site: dict[str, Payload] | None = None) -> RoundResult: ...
+
+    def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
+        """Every site runs `step`; the server gets only the sum over sites of the reply fields `keys`."""
+        ...
+
+
+def summable(reply: Payload, keys: Sequence[str]) -> list[np.ndarray]:
+    """The reply fields `keys` as float64 vectors, in that order (a scalar value becomes a 1-vector): what a
+    site contributes to a secure sum. Everything else in the reply stays at the site."""
+    out = []
+    for key in keys:
+        if key in reply.arrays:
+            arr = np.asarray(reply.arrays[key])
+        elif key in reply.values and isinstance(reply.values[key], int | float):
+            arr = np.asarray([reply.values[key]])
+        else:
+            raise ValueError(f"secure sum: the reply has no numeric field {key!r}")
+        if arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)):
+            raise ValueError(f"secure sum: field {key!r} is not finite numbers (dtype {arr.dtype})")
+        out.append(np.asarray(arr, dtype=np.float64).ravel())
+    return out
+
+
+def integer_sums(vectors: Sequence[Sequence[np.ndarray]], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Element-wise sums of the sites' `summable` vectors, as exact int64 (every field is a count)."""
+    shapes = {tuple(v.shape for v in vec) for vec in vectors}
+    if len(shapes) > 1:
+        raise ValueError(f"secure sum: sites sent vectors of different shapes {sorted(shapes)}")
+    return {k: np.rint(np.sum([np.asarray(vec[i], dtype=np.float64) for vec in vectors], axis=0)).astype(np.int64)
+            for i, k in enumerate(keys)}
 
 
 # Callables receiving (direction, site, step, payload, wire bytes) for every message sent or received --
@@ -106,3 +147,17 @@ class LocalTransport:
             result.replies[where.site] = reply
             result.traffic[where.site] = {"sent": sent.num_bytes(), "received": reply.num_bytes()}
         return result
+
+    def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
+        """In process, the sum is taken here and only the sum is returned; the orchestrator never sees a
+        site's own vector (a Flower deployment uses SecAgg+, `server_app.FlowerTransport.secure_sum`)."""
+        result = self.round(phase, step, payload)
+        vectors, sites = [], []
+        for site, reply in sorted(result.replies.items()):
+            try:
+                vectors.append(summable(reply, keys))
+                sites.append(site)
+            except ValueError as err:
+                result.excluded.append({"site": site, "reason": str(err)})
+        return SecureSum(integer_sums(vectors, keys) if vectors else {}, sites, result.excluded,
+                         {s: result.traffic[s] for s in sites})
