@@ -230,9 +230,16 @@ def _lora_round(cfg: Config, samples: Sequence[Sample], payload: Payload) -> Pay
     update = local_update(cfg, samples, dict(payload.arrays), start_step=int(v["start-step"]),
                           steps=int(v["steps"]), total_steps=int(v["total-steps"]), seed=int(v["seed"]))
     losses = [float(x) for x in update.losses]
+    state = dict(update.state)
+    if cfg.privacy.train_noise_multiplier > 0:  # site-level DP: only the adapter leaves, to be clipped and noised
+        state = {k: a for k, a in state.items() if k.startswith(DP_SHARED_PREFIX)}
+        losses = []
     return Payload({"num-examples": update.num_examples, "lr-mean": float(update.lr_mean),
                     "loss-first": losses[0] if losses else float("nan"),
-                    "loss-last": losses[-1] if losses else float("nan")}, dict(update.state))
+                    "loss-last": losses[-1] if losses else float("nan")}, state)
+
+
+DP_SHARED_PREFIX = "weight/"  # under DP training the Adam moments stay at the site (reset every round)
 
 
 def step_warmup(cfg: Config, where: SiteLocation, payload: Payload, out: Path) -> Payload:

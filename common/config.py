@@ -273,6 +273,11 @@ class PrivacyConfig:
     dp_delta: float = _f(1e-6, "delta of the (epsilon, delta) guarantee.", min=0.0, max=1.0)
     score_range: list[float] = _f([], "[lo, hi] of the composite score: with DP or secure aggregation the histogram "
                                       "grid comes from it (a min/max round would reveal extreme scores).")
+    train_noise_multiplier: float = _f(0.0, "Site-level DP for the federated LoRA rounds (warm-up and training): "
+                                            "noise multiplier z of Flower's server-side fixed-clipping wrapper "
+                                            "(noise std z * clipping norm / sites); 0 = off.", min=0.0)
+    train_clipping_norm: float = _f(1.0, "L2 norm every site's round update (LoRA factors and Adam moments) is "
+                                         "clipped to when train-noise-multiplier > 0.", min=0.0)
     secure_aggregation: bool = _f(False, "Sum the sites' consensus counts (DS2) and score histograms with Flower's "
                                          "SecAgg+: the server learns only sums, never one site's counts.")
     secagg_threshold: float = _f(0.67, "SecAgg+ reconstruction threshold, as a fraction of the sites: how many must "
@@ -527,6 +532,15 @@ def _cross_checks(cfg: Config) -> list[str]:
             why = "privacy.dp-epsilon > 0" if priv.dp_epsilon > 0 else "privacy.secure-aggregation = true"
             problems.append(f"privacy.score-range = {priv.score_range}: give [lo, hi] with lo < hi when "
                             f"{why} (the grid must not come from the sites' extreme scores)")
+    if priv.train_noise_multiplier > 0:
+        if not 0 < priv.dp_delta < 1:
+            problems.append(f"privacy.dp-delta = {priv.dp_delta}: must lie in (0, 1) when "
+                            f"privacy.train-noise-multiplier > 0")
+        if not priv.train_clipping_norm > 0:
+            problems.append("privacy.train-clipping-norm must be > 0 when privacy.train-noise-multiplier > 0")
+        if cfg.federation.aggregation != "fedavg":
+            problems.append(f"privacy.train-noise-multiplier with federation.aggregation = "
+                            f"{cfg.federation.aggregation!r}: DP training needs 'fedavg' rounds")
     if priv.secure_aggregation and not priv.secagg_threshold > 0:
         problems.append("privacy.secagg-threshold = 0: give the fraction of sites needed to unmask, in (0, 1]")
     rates = cfg.federation.site_noise_rates

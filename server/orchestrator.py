@@ -285,11 +285,16 @@ def _check_state(spec: dict[str, Any]) -> Callable[[str, Payload], list[str]]:
 def lora_rounds(run: Run, phase: str, state: dict[str, np.ndarray], rounds: int, steps: int,
                 out: Path, exact: str | None, on_round: Callable[[int, dict[str, np.ndarray], float], None]
                 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """`rounds` FedAvg rounds of `steps` local steps from `state`; resumes from `out/round-<r>/state.npz`."""
+    """`rounds` FedAvg rounds of `steps` local steps from `state`; resumes from `out/round-<r>/state.npz`.
+    With `privacy.train-noise-multiplier` each average is `dp_average` (clipped, uniform, noisy) and the
+    round's release is recorded in its log entry (`training_privacy` sums them)."""
     from fedcurate.common.federated_lora import average_states
+    from fedcurate.strategies.dp_training import dp_average
 
     log: list[dict[str, Any]] = []
-    spec = expected_spec(state)
+    dp = run.cfg.privacy.train_noise_multiplier > 0
+    shared = [k for k in state if k.startswith("weight/")] if dp else list(state)  # DP: moments stay at sites
+    spec = expected_spec({k: state[k] for k in shared})
     total = rounds * steps
     for r in range(1, rounds + 1):
         saved = out / f"round-{r}"
@@ -305,10 +310,18 @@ def lora_rounds(run: Run, phase: str, state: dict[str, np.ndarray], rounds: int,
         if not contributing:
             raise PhaseError(f"[{phase}/{r}] no site had samples to train on")
         names = sorted(contributing)
-        state = average_states([contributing[s].arrays for s in names],
-                               [float(contributing[s].values["num-examples"]) for s in names], exact=exact)
+        if dp:  # site-level DP through Flower's clipping wrapper, on the adapter weights only
+            weights, release = dp_average([contributing[s].arrays for s in names], {k: state[k] for k in shared},
+                                          server_round=r, noise_multiplier=run.cfg.privacy.train_noise_multiplier,
+                                          clipping_norm=run.cfg.privacy.train_clipping_norm)
+            state = {**state, **weights}
+            dp_entry = {"sigma": release.sigma, "sensitivity": release.sensitivity, "sites": release.sites}
+        else:
+            state = average_states([contributing[s].arrays for s in names],
+                                   [float(contributing[s].values["num-examples"]) for s in names], exact=exact)
+            dp_entry = None
         lr_mean = float(np.mean([_num(contributing[s].values["lr-mean"]) for s in names]))
-        entry = {"round": r, "step": r * steps, "lr_mean": lr_mean, "excluded": result.excluded,
+        entry = {"round": r, "step": r * steps, "lr_mean": lr_mean, "excluded": result.excluded, "dp": dp_entry,
                  "sites": {s: {k: result.replies[s].values.get(k) for k in
                                ("num-examples", "loss-first", "loss-last")} for s in sorted(result.replies)}}
         io.write_with(saved / "state.npz", lambda tmp, st=state: _savez(tmp, st))
@@ -356,7 +369,35 @@ def phase_warmup(run: Run) -> dict[str, Any]:
     _, log = lora_rounds(run, "warmup", initial_state(cfg), fed.warmup_rounds, fed.local_steps,
                          run.server_dir("warmup"), None, save)
     io.write_json(run.run_dir / "stats" / "warmup.json", {"rounds": log})
-    return {"rounds": log, "checkpoints": str(root)}
+    return {"rounds": log, "checkpoints": str(root), "privacy": training_privacy(run, "warmup", log)}
+
+
+def training_privacy(run: Run, phase: str, log: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Site-level DP spent by the LoRA rounds so far (warm-up, then training: both release averaged models),
+    summed by the zCDP accountant from every round's recorded release; also in stats/privacy.json."""
+    from fedcurate.common.privacy import Accountant
+
+    priv = run.cfg.privacy
+    if priv.train_noise_multiplier <= 0:
+        return None
+    earlier = [("warmup", e) for e in run.summaries.get("warmup", {}).get("rounds", [])] if phase == "train" else []
+    accountant = Accountant(priv.dp_delta)
+    rounds = [(name, e) for name, e in [*earlier, *[(phase, e) for e in log]] if e.get("dp")]
+    for name, entry in rounds:
+        accountant.spend(f"{name}/{entry['round']}", entry["dp"]["sigma"], entry["dp"]["sensitivity"])
+    info = {"unit": "site", "noise_multiplier": priv.train_noise_multiplier,
+            "clipping_norm": priv.train_clipping_norm, "delta": priv.dp_delta, "rounds": len(rounds),
+            "spent_epsilon": accountant.epsilon, "accountant": accountant.to_json()}
+    record_privacy(run, "training", info)
+    return info
+
+
+def record_privacy(run: Run, key: str, info: dict[str, Any]) -> None:
+    """stats/privacy.json: the budget spent per kind of release ("threshold": per sample; "training": per site;
+    guarantees under different neighbouring relations are reported side by side, not added)."""
+    path = run.run_dir / "stats" / "privacy.json"
+    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    io.write_json(path, {**current, key: info})
 
 
 # ---------------------------------------------------------------- dynamics: every scorer at the sites
@@ -516,7 +557,7 @@ def phase_threshold(run: Run) -> dict[str, Any]:
     summary["expected_kept"] = summary.get("expected_kept", _kept_at(hist, edges, t))
     if accountant and dp:
         summary["privacy"] = {**dp, "spent_epsilon": accountant.epsilon, "accountant": accountant.to_json()}
-        io.write_json(run.run_dir / "stats" / "privacy.json", summary["privacy"])
+        record_privacy(run, "threshold", {"unit": "sample", **summary["privacy"]})
     io.write_json(run.run_dir / "stats" / "threshold.json", summary)
     return summary
 
@@ -672,7 +713,8 @@ def phase_train(run: Run) -> dict[str, Any]:
         state, log = merge_round(run, state0, out)
     adapter = write_adapter(out / "adapter", state, cfg)
     io.write_json(run.run_dir / "stats" / "train.json", {"rounds": log})
-    return {"aggregation": fed.aggregation, "rounds": log, "adapter": str(adapter)}
+    return {"aggregation": fed.aggregation, "rounds": log, "adapter": str(adapter),
+            "privacy": training_privacy(run, "train", log)}
 
 
 def merge_round(run: Run, state0: dict[str, np.ndarray], out: Path) -> tuple[dict[str, np.ndarray], list[Any]]:

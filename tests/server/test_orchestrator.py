@@ -213,7 +213,7 @@ def test_dp_threshold_adds_noise_at_the_sites_and_reports_the_spent_budget(tmp_p
     # Assert: the budget is spent as planned, no reply carries an exact extreme score, counts are noisy
     priv = summaries["threshold"]["privacy"]
     assert 4.0 - 1e-6 <= priv["spent_epsilon"] <= 4.0 + 1e-9 and priv["sigma"] > 1
-    assert json.loads((tmp_path / "run" / "stats" / "privacy.json").read_text())["spent_epsilon"] == \
+    assert json.loads((tmp_path / "run" / "stats" / "privacy.json").read_text())["threshold"]["spent_epsilon"] == \
         priv["spent_epsilon"]
     threshold_replies = [p for step, p in seen if step.startswith("threshold/")]
     assert threshold_replies and not any({"min", "max", "inside-min", "inside-max"} & set(p.values)
