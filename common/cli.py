@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -360,6 +361,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, DataError, FileNotFoundError, ConfigChangedError, PhaseError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: disk full while writing {err.filename or 'an output'} ({err.strerror}). Every output "
+              f"is written atomically, so what exists is complete; free space and re-run the same command to "
+              f"resume.", file=sys.stderr)
         return 2
 
 
