@@ -54,7 +54,8 @@ def _wait_for(text: str, log: Path, timeout: float, proc: subprocess.Popen | Non
     return False
 
 
-def _setup(tmp_path: Path, sites: str, min_sites: int, timeout_s: float, seed: int) -> tuple[Path, int, Path]:
+def _setup(tmp_path: Path, sites: str, min_sites: int, timeout_s: float, seed: int, extra: str = ""
+           ) -> tuple[Path, int, Path]:
     """Certificates for `sites`, a data file per site (noise rising from 0.1 to 0.9), a small run config;
     returns (certs dir, SuperLink port, config path)."""
     certs = tmp_path / "certs"
@@ -65,7 +66,7 @@ def _setup(tmp_path: Path, sites: str, min_sites: int, timeout_s: float, seed: i
     config = tmp_path / "run.toml"
     config.write_text(f'[scoring]\nscorers = ["length", "random"]\n[federation]\nsites = {len(sites)}\n'
                       f'min-sites = {min_sites}\ntrain-rounds = 1\nlocal-steps = 2\nround-timeout-s = {timeout_s}\n'
-                      '[model]\nmax-length = 128\n')
+                      '[model]\nmax-length = 128\n' + extra)
     return certs, _free_port(), config
 
 
@@ -100,7 +101,11 @@ def test_certs_are_valid_and_private_keys_owner_only(tmp_path):
 @pytest.mark.integration
 def test_tls_authenticated_deployment_runs_the_pipeline_and_refuses_strangers(tmp_path):
     # Prepare: certificates for 3 registered sites with data, a key nobody registered, another CA
-    certs, port, config = _setup(tmp_path, "abc", min_sites=3, timeout_s=300.0, seed=1)
+    # (with SecAgg+ of the histograms and site-level DP on the adapter rounds: every protection at once)
+    certs, port, config = _setup(tmp_path, "abc", min_sites=3, timeout_s=300.0, seed=1, extra=(
+        '[privacy]\nsecure-aggregation = true\nscore-range = [0.0, 1.0]\ntrain-noise-multiplier = 0.3\n'
+        'train-clipping-norm = 0.5\n'))
+    config.write_text(config.read_text().replace('[scoring]\n', '[scoring]\nprimary = "random"\n'))
     other = tmp_path / "other-ca"
     make_certs(other, ["localhost"], ["x"])
     unregistered = make_certs(tmp_path / "stranger", ["localhost"], ["d"])["site_keys"]["d"]
@@ -131,6 +136,9 @@ def test_tls_authenticated_deployment_runs_the_pipeline_and_refuses_strangers(tm
     assert all((run / "server" / p / "DONE").exists() for p in ("prepare", "threshold", "select", "train"))
     select = json.loads((run / "server" / "select" / "summary.json").read_text())
     assert set(select["sites"]) == {"a", "b", "c"} and select["kept"] == 60
+    threshold = json.loads((run / "server" / "threshold" / "summary.json").read_text())
+    assert threshold["secure_aggregation"] and sum(threshold["histogram"]["counts"]) == 120
+    assert json.loads((run / "stats" / "privacy.json").read_text())["training"]["rounds"] == 1
     # the wrong CA is caught before Flower starts, with a message naming the CA file
     assert wrong_ca.returncode == 2 and "does not verify with" in wrong_ca.stderr and "other-ca" in wrong_ca.stderr
     # the unregistered key never joined
