@@ -8,6 +8,11 @@
     fedcurate curate --config C --input FILE [--ratings FILE] --out DIR
     fedcurate proxy train|score ...
     fedcurate bench rating|curation|dynamics|proxy|quality [ARGS...]
+    fedcurate certs|superlink|supernode|launch ...     # deployment (see the README's runbook)
+    fedcurate report RUN_DIR                           # self-contained report.html with plots
+    fedcurate compare RUN_DIR... --out DIR             # one table and plot across runs
+    fedcurate judge --model M [--adapter A] --config C --out DIR [--mode correct|pairwise]
+    fedcurate lm-eval --model M [--adapter A] --tasks ds2|local_gsm8k,... --out FILE   # extra `eval`
 """
 
 from __future__ import annotations
@@ -146,6 +151,62 @@ def _deployment_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="experiment config, readable by the SuperLink")
     p.add_argument("--run-dir", type=Path, required=True, help="server run directory, at the SuperLink")
 
+    p = _add(sub, "report", "Write a self-contained HTML report of a run directory (plots embedded, no scripts).",
+             "fedcurate report demo-out", _cmd_report)
+    p.add_argument("run_dir", type=Path, help="a run directory (the --out of select, simulate or demo)")
+    p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RUN_DIR/report.html)")
+
+    p = _add(sub, "compare", "Compare runs: one table (Markdown, HTML, JSON) and one bar plot across them.",
+             "fedcurate compare runs/bench-quality --out runs/compare", _cmd_compare)
+    p.add_argument("run_dirs", type=Path, nargs="+",
+                   help="run directories, or folders of runs (e.g. a quality benchmark's --out)")
+    p.add_argument("--out", type=Path, required=True, help="folder for comparison.{md,html,json,png}")
+    p.add_argument("--labels", nargs="+", default=None, help="one label per RUN_DIR (default: folder names)")
+
+    p = _add(sub, "lm-eval", "Evaluate a model (optionally + LoRA adapter) with lm-evaluation-harness (extra `eval`).",
+             "fedcurate lm-eval --model tiny --tasks local_gsm8k,local_bbh --gsm8k-jsonl data/gsm8k/test.jsonl "
+             "--bbh-json data/bbh/boolean_expressions.json --limit 50 --out runs/x/lm_eval.json\n"
+             "  fedcurate lm-eval --model meta-llama/Llama-3.1-8B --adapter runs/x/server/train/adapter --tasks ds2 "
+             "--batch-size 8 --device cuda --dtype bfloat16 --out runs/x/ds2.json", _cmd_lm_eval)
+    p.add_argument("--model", required=True, help="base or merged model: local directory, hub id, or 'tiny'")
+    p.add_argument("--adapter", help="peft LoRA adapter directory applied to --model")
+    p.add_argument("--no-merge", action="store_true", help="keep the adapter unmerged (default: merge into the base)")
+    p.add_argument("--tasks", required=True,
+                   help="comma-separated lm-eval tasks, or DS2 names: ds2 (all five), ds2:mmlu, ds2:truthfulqa, "
+                        "ds2:gsm8k, ds2:bbh, ds2:tydiqa; local_gsm8k, local_bbh, local_bbh_mc with the options below")
+    p.add_argument("--include-path", help="extra directory of lm-eval task YAML files")
+    p.add_argument("--gsm8k-jsonl", type=Path, help="local GSM8K file: defines task local_gsm8k (offline)")
+    p.add_argument("--bbh-json", type=Path, help="local BIG-Bench Hard file: defines local_bbh (+ local_bbh_mc)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N documents of each task")
+    p.add_argument("--num-fewshot", type=int, help="shots for every task (default: DS2's, else the task's own)")
+    p.add_argument("--max-gen-toks", type=int, default=256, help="generation cap of the local tasks (tokens)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-samples", action="store_true", help="also write every document's response")
+    p.add_argument("--out", type=Path, required=True, help="results JSON file")
+
+    p = _add(sub, "judge", "Judge a model's answers to a test set with an LLM judge: 0/1 correctness against the "
+             "references, or win rate against a baseline model (both answer orders).",
+             "fedcurate judge --model tiny --adapter runs/x/server/train/adapter --test test.jsonl "
+             "--config configs/rating-tiny.toml --out runs/judge --mode pairwise", _cmd_judge)
+    _config_args(p, required=True)
+    p.add_argument("--model", required=True, help="model under test: hub id, local path or `tiny`")
+    p.add_argument("--adapter", type=Path, help="peft LoRA adapter directory applied to --model")
+    p.add_argument("--baseline", help="pairwise: the baseline model (default: --model without --adapter)")
+    p.add_argument("--baseline-adapter", type=Path, help="pairwise: peft adapter applied to --baseline")
+    p.add_argument("--test", type=Path, default=None,
+                   help="test set; its responses are the reference answers (default: evaluation.test-path)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--mode", choices=("correct", "pairwise"), default="correct",
+                   help="correct: 0/1 against the reference (default); pairwise: win rate against the baseline")
+    p.add_argument("--judge", default="", help="name of the [[rating.raters]] entry that judges (default: the first)")
+    p.add_argument("--prompt", type=Path, help="judge prompt file (default: built in; see configs/prompts/judge-*.txt)")
+    p.add_argument("--method", choices=("auto", "probs", "generate"), default="auto",
+                   help="probs: candidate-token probabilities; generate: parse a reply; auto: probs, else generate")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length budget of the model under test")
+
 
 def _cmd_certs(args: argparse.Namespace) -> int:
     from fedcurate.server.certs import make_certs
@@ -204,6 +265,69 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     load_config(args.config)  # every config problem now, not in the ServerApp
     cmd = deploy.launch_command(deploy.app_dir(), args.config, args.run_dir)
     return subprocess.call(cmd, env=deploy.flwr_env(args.state))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fedcurate.common.report import ReportError, write_report
+
+    try:
+        print(f"report: {write_report(args.run_dir, args.out)}")
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from fedcurate.common.report import ReportError, write_comparison
+
+    try:
+        html_path = write_comparison(args.run_dirs, args.out, args.labels)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((args.out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"comparison: {html_path}")
+    return 0
+
+
+def _cmd_lm_eval(args: argparse.Namespace) -> int:
+    from fedcurate.common.lm_eval_bridge import LmEvalError, local_task_dir, run_lm_eval, write_results
+    from fedcurate.common.models.loading import ModelLoadError
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        include_path = args.include_path
+        if args.gsm8k_jsonl or args.bbh_json:
+            if include_path:
+                raise LmEvalError("give either --include-path or --gsm8k-jsonl/--bbh-json, not both")
+            tasks_dir = args.out.parent / f"{args.out.stem}.tasks"  # the YAMLs stay beside the results
+            include_path = str(local_task_dir(tasks_dir, gsm8k_jsonl=args.gsm8k_jsonl, bbh_json=args.bbh_json,
+                                              max_gen_toks=args.max_gen_toks))
+        res = run_lm_eval(args.model, tasks=tasks, adapter=args.adapter, merge_adapter=not args.no_merge,
+                          include_path=include_path, limit=args.limit, num_fewshot=args.num_fewshot,
+                          batch_size=args.batch_size, device=args.device, dtype=args.dtype, seed=args.seed,
+                          log_samples=args.log_samples)
+    except (LmEvalError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_results(args.out, res)
+    for task, figures in res["results"].items():
+        print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if "stderr" not in k))
+    print(f"results: {args.out}")
+    return 0
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from fedcurate.common.judge_eval import headline, run_judge
+
+    cfg = load_config(args.config, _overrides(args.overrides))
+    result = run_judge(cfg, model=args.model, adapter=args.adapter, baseline=args.baseline,
+                       baseline_adapter=args.baseline_adapter, test_path=args.test, out_dir=args.out,
+                       mode=args.mode, judge=args.judge, prompt=args.prompt, method=args.method,
+                       max_new_tokens=args.max_new_tokens)
+    print(f"{headline(result)}; outputs in {args.out}/")
+    return 0
 
 
 # bench name -> module with `main(argv) -> int`
@@ -342,7 +466,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     report = run_demo(args.out, num_samples=args.samples)
     print(report.read_text(encoding="utf-8"))
-    print(f"report: {report}")
+    print(f"report: {report} (with plots: {report.with_suffix('.html')})")
     return 0
 
 
