@@ -27,7 +27,7 @@ from fedcurate.common.lm_eval_bridge import (  # noqa: E402
 )
 from fedcurate.common.models.tiny import build_tiny_model  # noqa: E402
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"  # ../shared beside the clone
 GSM8K = DATA / "gsm8k" / "test.jsonl"
 BBH = DATA / "bbh" / "boolean_expressions.json"
 LOCAL = [LOCAL_GSM8K, LOCAL_BBH, LOCAL_BBH_MC]
