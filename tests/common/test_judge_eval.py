@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +34,13 @@ from fedcurate.common.models.tiny import build_tiny_model
 from fedcurate.common.rating.backends.openai_http import OpenAIBackend
 from fedcurate.common.rating.backends.transformers_local import TransformersBackend
 from fedcurate.common.rating.prompts import TemplateError
+from fedcurate.simulations.loopback_http import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[2]
 Policy = Callable[[str], "str | None"]  # the judge's pick for a prompt; None = an unreadable reply
 
 
-class JudgeServer:
+class JudgeServer(LoopbackServer):
     """A loopback OpenAI-compatible judge (/v1/completions and /v1/chat/completions) run by a policy.
 
     The reply is the policy's pick as text; asked for logprobs, the next-token top list gives the pick
@@ -50,32 +49,12 @@ class JudgeServer:
     """
 
     def __init__(self, policy: Policy, candidates: tuple[str, str]) -> None:
+        super().__init__()
         self.policy, self.candidates = policy, candidates
         self.requests = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = server.answer("chat" in self.path, body)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        return Handler
-
-    def answer(self, chat: bool, body: dict[str, Any]) -> tuple[int, bytes]:
+    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        chat = "chat" in path
         self.requests += 1
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         if "http400" in prompt:
@@ -96,13 +75,6 @@ class JudgeServer:
         choice.update(finish_reason="stop", logprobs=logprobs if body.get("logprobs") else None)
         return 200, json.dumps({"id": "x", "object": "completion", "model": "m", "choices": [choice]}).encode()
 
-    def __enter__(self) -> JudgeServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def reference_in_answer(prompt: str) -> str | None:

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ from fedcurate.common.rating.backends.openai_http import MISSING, OpenAIBackend
 from fedcurate.common.rating.backends.request_cache import RequestCache
 from fedcurate.common.rating.parsing import from_generation
 from fedcurate.common.rating.raters import PromptRater
+from fedcurate.simulations.loopback_http import LoopbackServer
 
 TOP = {"1": math.log(0.5), "2": math.log(0.2), "3": math.log(0.1), "x": math.log(0.2)}
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """A loopback OpenAI-compatible server whose answers the prompt scripts, counting requests per prompt.
 
     Words in a prompt: `429x2` / `500x1` / `slowx1` fail the first N requests of that prompt with that
@@ -40,34 +40,10 @@ class FaultServer:
     """
 
     def __init__(self, delay_s: float = 0.0, slow_s: float = 3.0) -> None:
+        super().__init__()
         self.delay_s, self.slow_s = delay_s, slow_s
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # quiet test output
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = server.answer(self.path, body)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-        return Handler
 
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
         chat = "chat" in path
@@ -93,14 +69,6 @@ class FaultServer:
         digit = re.search(r"id=(\d)", prompt)
         return 200, _completion(chat, f"Score: {digit.group(1) if digit else 0}",
                                 TOP if body.get("logprobs") else None)
-
-    def __enter__(self) -> FaultServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _completion(chat: bool, text: str, top: dict[str, float] | None) -> bytes:
