@@ -437,6 +437,25 @@ def step_select(cfg: Config, where: SiteLocation, payload: Payload, out: Path) -
     return Payload(stats)
 
 
+# ---------------------------------------------------------------- evaluate
+def step_evaluate(cfg: Config, where: SiteLocation, payload: Payload, out: Path) -> Payload:
+    """The broadcast adapter on this site's own held-out set; only the figures leave the site."""
+    from fedcurate.common.evaluation import evaluate_path
+    from fedcurate.common.federated_lora import write_adapter
+
+    path = where.test_path or cfg.evaluation.site_test_path.replace("{site}", where.site)
+    if not path or (not where.test_path and not Path(path).exists()):  # a given test-path must exist
+        where_from = path or "no node config test-path, no evaluation.site-test-path"
+        return Payload({"num-samples": 0, "skipped": f"no test set at this site ({where_from})"})
+    samples = load_samples(path).samples
+    if cfg.evaluation.max_samples:
+        samples = samples[: cfg.evaluation.max_samples]
+    adapter = write_adapter(out / "adapter", dict(payload.arrays), cfg)
+    result = evaluate_path(str(adapter), samples, cfg, exact_match=cfg.evaluation.exact_match)
+    return Payload({"num-samples": result.num_samples, "loss": result.loss,
+                    "token-accuracy": result.token_accuracy, "exact-match": result.exact_match})
+
+
 STEPS: dict[str, StepFn] = {
     "prepare": step_prepare,
     "curate/counts": step_curate_counts,
@@ -447,5 +466,6 @@ STEPS: dict[str, StepFn] = {
     "threshold/hist": step_threshold_hist,
     "select": step_select,
     "train": step_train,
+    "evaluate": step_evaluate,
 }
 

@@ -65,6 +65,7 @@ class SiteLocation:
     site: str
     data_path: str
     site_dir: Path
+    test_path: str = ""  # the site's own held-out set (node config "test-path"), for the evaluate phase
 
 
 def locate(node_config: dict[str, Any], record: dict[str, Any]) -> SiteLocation:
@@ -74,6 +75,7 @@ def locate(node_config: dict[str, Any], record: dict[str, Any]) -> SiteLocation:
     data_path: node "data-path", else record "data-paths"[partition-id], else record "data-template"
                formatted with `partition_id`
     site_dir:  node "run-dir" (a partner's own disk), else <record "run-dir">/sites/<site>
+    test_path: node "test-path" (the site's held-out set), else "" (evaluation.site-test-path then applies)
     """
     partition = node_config.get("partition-id")
     if "site" in node_config:
@@ -92,9 +94,10 @@ def locate(node_config: dict[str, Any], record: dict[str, Any]) -> SiteLocation:
     else:
         raise ValueError(f"site {site!r} has no data: start its SuperNode with --node-config "
                          "'data-path=\"<file>\"'")
+    test_path = str(node_config.get("test-path", ""))
     if "run-dir" in node_config:
-        return SiteLocation(site, data_path, Path(str(node_config["run-dir"])))
-    return SiteLocation(site, data_path, Path(str(record["run-dir"])) / "sites" / site)
+        return SiteLocation(site, data_path, Path(str(node_config["run-dir"])), test_path)
+    return SiteLocation(site, data_path, Path(str(record["run-dir"])) / "sites" / site, test_path)
 
 
 def phase_dir(site_dir: Path, phase: str) -> Path:

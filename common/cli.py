@@ -140,6 +140,7 @@ def _deployment_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", required=True, help="this site's name")
     p.add_argument("--data", required=True, help="this site's data file")
     p.add_argument("--run-dir", type=Path, help="this site's output directory (default: under the server's run dir)")
+    p.add_argument("--test", help="this site's own held-out set, for evaluation.at-sites (never leaves the site)")
     p.add_argument("--port", type=int, default=9094, help="local Runtime API port (one per SuperNode on a host)")
     p.add_argument("--insecure", action="store_true", help="no TLS, no authentication (closed test networks)")
 
@@ -253,7 +254,7 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).warning(deploy.INSECURE_WARNING)
     deploy.preflight_supernode(args.superlink, args.ca, args.key, args.data, args.insecure)
     cmd = deploy.supernode_command(args.superlink, args.ca, args.key, args.site, args.data, args.run_dir,
-                                   args.port, args.insecure)
+                                   args.port, args.insecure, args.test)
     return subprocess.call(cmd, env=deploy.process_env())
 
 

@@ -293,6 +293,10 @@ class EvaluationConfig:
     max_samples: int = _f(200, "Evaluate at most this many test samples (0 = all).", min=0)
     exact_match: bool = _f(True, "Also generate greedily and count exact matches (slower than the loss).")
     compare_base: bool = _f(True, "Also evaluate the base model without the adapter, for the difference.")
+    at_sites: bool = _f(False, "Also send the trained adapter to every site, which evaluates it on its own held-out "
+                               "set and returns only the figures.")
+    site_test_path: str = _f("", "A site's held-out set when its node config gives no `test-path`; `{site}` is "
+                                 "replaced by the site's name.")
 
 
 @dataclass(frozen=True)

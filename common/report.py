@@ -406,17 +406,28 @@ def section_evaluation(run: RunView) -> str:
     ev = run.done("evaluate")
     if not ev:
         return not_run(run.why_missing("evaluate"))
-    models = [("merged adapter", ev)] + ([("base model", ev["base"])] if "base" in ev else [])
-    out = [para(f"Held-out evaluation on {ev.get('test_path', 'the test set')}."),
-           table(["model", "samples", *[t for _, t in EVAL_METRICS], "skipped"],
-                 [[name, e.get("num_samples"), *[e.get(k) for k, _ in EVAL_METRICS], e.get("num_skipped")]
-                  for name, e in models])]
-    metrics = {t: [e.get(k) for _, e in models] for k, t in EVAL_METRICS if any(e.get(k) is not None
-                                                                                for _, e in models)}
-    if metrics:
-        out.append(img(plots.metric_bars([n for n, _ in models], metrics, "held-out evaluation"),
-                       "Bar charts of held-out loss, token accuracy and exact match per model"))
-    return "\n".join(out)
+    out: list[str] = []
+    if "test_path" in ev:
+        models = [("merged adapter", ev)] + ([("base model", ev["base"])] if "base" in ev else [])
+        out += [para(f"Held-out evaluation on {ev['test_path']}."),
+                table(["model", "samples", *[t for _, t in EVAL_METRICS], "skipped"],
+                      [[name, e.get("num_samples"), *[e.get(k) for k, _ in EVAL_METRICS], e.get("num_skipped")]
+                       for name, e in models])]
+        metrics = {t: [e.get(k) for _, e in models] for k, t in EVAL_METRICS if any(e.get(k) is not None
+                                                                                    for _, e in models)}
+        if metrics:
+            out.append(img(plots.metric_bars([n for n, _ in models], metrics, "held-out evaluation"),
+                           "Bar charts of held-out loss, token accuracy and exact match per model"))
+    if "sites" in ev:  # evaluation.at-sites: each site on its own held-out set
+        per_site = ev["sites"].get("per_site", {})
+        keys = [k.replace("_", "-") for k, _ in EVAL_METRICS]
+        rows = [[s, r.get("num-samples"), *[r.get(k) for k in keys], r.get("skipped", "")]
+                for s, r in per_site.items()]
+        rows.append(["all sites (weighted)", ev["sites"].get("num_samples"),
+                     *[ev["sites"].get("mean", {}).get(k) for k in keys], ""])
+        out += [para("The merged adapter on each site's own held-out set (only the figures left the sites)."),
+                table(["site", "samples", *[t for _, t in EVAL_METRICS], "note"], rows)]
+    return "\n".join(out) or not_run("no evaluation figures in the evaluate phase's summary")
 
 
 PRIVACY_LABELS = {"unit": "neighbouring datasets differ by one", "epsilon": "epsilon budget", "delta": "delta",

@@ -149,8 +149,9 @@ def check_superlink(address: str, ca: Path | None, insecure: bool, timeout: floa
 
 
 def supernode_command(superlink: str, ca: Path | None, key: Path | None, site: str, data: str,
-                      run_dir: Path | None, port: int, insecure: bool) -> list[str]:
-    node_config = f'site="{site}" data-path="{data}"' + (f' run-dir="{run_dir}"' if run_dir else "")
+                      run_dir: Path | None, port: int, insecure: bool, test: str | None = None) -> list[str]:
+    node_config = (f'site="{site}" data-path="{data}"' + (f' run-dir="{run_dir}"' if run_dir else "")
+                   + (f' test-path="{test}"' if test else ""))
     cmd = [flower_bin("flower-supernode"), "--superlink", superlink, "--node-config", node_config,
            "--port", str(port)]
     if insecure:

@@ -712,6 +712,8 @@ def phase_train(run: Run) -> dict[str, Any]:
     else:
         state, log = merge_round(run, state0, out)
     adapter = write_adapter(out / "adapter", state, cfg)
+    weights = {k: v for k, v in state.items() if k.startswith("weight/")}
+    io.write_with(out / "adapter-state.npz", lambda tmp: _savez(tmp, weights))  # what sites evaluate
     io.write_json(run.run_dir / "stats" / "train.json", {"rounds": log})
     return {"aggregation": fed.aggregation, "rounds": log, "adapter": str(adapter),
             "privacy": training_privacy(run, "train", log)}
@@ -746,21 +748,50 @@ def phase_evaluate(run: Run) -> dict[str, Any]:
     from fedcurate.common.evaluation import evaluate_path
 
     cfg = run.cfg
-    if not cfg.evaluation.test_path:
-        return _skipped("evaluation.test-path is empty")
+    if not cfg.evaluation.test_path and not cfg.evaluation.at_sites:
+        return _skipped("evaluation.test-path is empty and evaluation.at-sites is off")
     train = run.summaries.get("train", {})
     if "adapter" not in train:
         return _skipped("no trained adapter (the train phase was skipped)")
-    samples = load_samples(cfg.evaluation.test_path).samples
-    if cfg.evaluation.max_samples:
-        samples = samples[: cfg.evaluation.max_samples]
-    result = evaluate_path(train["adapter"], samples, cfg, exact_match=cfg.evaluation.exact_match)
-    summary: dict[str, Any] = {"test_path": cfg.evaluation.test_path, **result.to_json()}
-    if cfg.evaluation.compare_base:
-        summary["base"] = evaluate_path(cfg.model.name_or_path, samples, cfg,
-                                        exact_match=cfg.evaluation.exact_match).to_json()
+    summary: dict[str, Any] = {}
+    if cfg.evaluation.test_path:
+        samples = load_samples(cfg.evaluation.test_path).samples
+        if cfg.evaluation.max_samples:
+            samples = samples[: cfg.evaluation.max_samples]
+        result = evaluate_path(train["adapter"], samples, cfg, exact_match=cfg.evaluation.exact_match)
+        summary.update(test_path=cfg.evaluation.test_path, **result.to_json())
+        if cfg.evaluation.compare_base:
+            summary["base"] = evaluate_path(cfg.model.name_or_path, samples, cfg,
+                                            exact_match=cfg.evaluation.exact_match).to_json()
+    if cfg.evaluation.at_sites:
+        summary["sites"] = evaluate_at_sites(run, run.server_dir("train") / "adapter-state.npz")
     io.write_json(run.run_dir / "stats" / "evaluate.json", summary)
     return summary
+
+
+SITE_METRICS = ("loss", "token-accuracy", "exact-match")
+
+
+def evaluate_at_sites(run: Run, state_path: Path) -> dict[str, Any]:
+    """Every site evaluates the adapter on its own held-out set; per-site figures and their sample-weighted mean."""
+    with np.load(state_path) as z:
+        state = {k: z[k] for k in z.files}
+
+    def check(site: str, r: Payload) -> list[str]:
+        bad = _require(r.values, "num-samples")
+        if bad or int(r.values["num-samples"]) == 0:
+            return bad
+        return [f"{k} = {r.values.get(k)!r} is not a finite number" for k in SITE_METRICS[:2]
+                if not math.isfinite(_num(r.values.get(k)))]
+
+    result = run.round("evaluate", "evaluate", Payload(arrays=state), check)
+    per_site = {s: {k: r.values.get(k) for k in ("num-samples", *SITE_METRICS, "skipped") if k in r.values}
+                for s, r in sorted(result.replies.items())}
+    scored = {s: r for s, r in result.replies.items() if int(r.values["num-samples"]) > 0}
+    n = sum(int(r.values["num-samples"]) for r in scored.values())
+    mean = {k: (sum(int(r.values["num-samples"]) * _num(r.values[k]) for r in scored.values()) / n if n
+                else math.nan) for k in SITE_METRICS}
+    return {"per_site": per_site, "num_samples": n, "mean": mean, "excluded": result.excluded}
 
 
 PHASE_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {

@@ -224,3 +224,34 @@ def test_dp_threshold_adds_noise_at_the_sites_and_reports_the_spent_budget(tmp_p
     noisy = np.asarray(summaries["threshold"]["histogram"]["counts"])
     assert exact.sum() == 400 and (noisy != exact).sum() >= 8  # sigma ~2 per bin and site: most bins move
     assert abs(summaries["select"]["kept"] - 200) <= 80  # noisy (tail-sum std ~16), but near the budget
+
+
+def test_sites_evaluate_the_trained_adapter_on_their_own_test_sets(tmp_path):
+    # Prepare: site-0 has a held-out file, site-1 has none; no server test set
+    from fedcurate.common.data.loaders import load_samples
+    from fedcurate.common.evaluation import evaluate_path
+
+    sites = _sites(tmp_path, per_site=30)
+    test = partition_quality_skew(1, 12, [0.0], seed=9)[0]
+    write_samples(tmp_path / "test-site-0.jsonl", test)
+    cfg = load_config(None, {"scoring.scorers": ["length"], "federation.sites": 2, "federation.train-rounds": 1,
+                             "federation.local-steps": 2, "model.max-length": 96, "training.batch-size": 8,
+                             "evaluation.at-sites": True, "evaluation.exact-match": False,
+                             "evaluation.site-test-path": str(tmp_path / "test-{site}.jsonl")})
+
+    # Execute
+    summaries = run_phases(cfg, tmp_path / "run", LocalTransport(sites, cfg))
+
+    # Assert: site-0's figures are those of the server's adapter on its file; site-1 says why it has none
+    ev = summaries["evaluate"]["sites"]
+    direct = evaluate_path(summaries["train"]["adapter"], load_samples(tmp_path / "test-site-0.jsonl").samples, cfg,
+                           exact_match=False)
+    assert ev["per_site"]["site-0"]["num-samples"] == 12 == ev["num_samples"]
+    assert abs(ev["per_site"]["site-0"]["loss"] - direct.loss) < 1e-5
+    assert abs(ev["mean"]["token-accuracy"] - direct.token_accuracy) < 1e-6
+    assert ev["per_site"]["site-1"]["num-samples"] == 0 and "no test set" in ev["per_site"]["site-1"]["skipped"]
+    assert "test_path" not in summaries["evaluate"]  # no server test set given
+    from fedcurate.common.report import write_report
+
+    page = write_report(tmp_path / "run").read_text()
+    assert "each site&#x27;s own held-out set" in page or "each site's own held-out set" in page
