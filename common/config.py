@@ -229,6 +229,8 @@ class FederationConfig:
     dirichlet_alpha: float = _f(0.5, "Concentration of the Dirichlet split over task families.", min=1e-6)
     site_noise_rates: list[float] = _f([], "Per-site noise rates for `quality-skew` (synthetic data).")
     round_timeout_s: float = _f(600.0, "Seconds to wait for the replies of one phase.", min=1.0)
+    connect_timeout_s: float = _f(600.0, "Seconds the server waits for all `sites` to connect before it goes on "
+                                         "with at least `min-sites`.", min=1.0)
     warmup_rounds: int = _f(2, "Federated LoRA rounds that make the shared CLUES checkpoints (one each).", min=1)
     train_rounds: int = _f(3, "Federated LoRA rounds on the selected data (0 = no training phase).", min=0)
     local_steps: int = _f(10, "Optimiser steps per site per round (warm-up and training).", min=1)

@@ -149,7 +149,7 @@ def run_phases(cfg: Config, run_dir: Path, transport: Transport, stop_after: str
 
 
 RUN_FILE = "run.json"
-NOT_RESULT_SETTINGS = ("run.", "federation.round-timeout-s", "federation.min-sites")  # where, when, how long
+NOT_RESULT_SETTINGS = ("run.", "federation.round-timeout-s", "federation.connect-timeout-s", "federation.min-sites")  # where, when, how long
 
 
 class ConfigChangedError(RuntimeError):

@@ -151,8 +151,8 @@ class FlowerTransport:
 
 
 def wait_for_nodes(grid: Grid, fed: FederationConfig, poll_s: float = 1.0) -> list[int]:
-    """Poll until `fed.sites` nodes are connected; after `round_timeout_s` settle for `min_sites`."""
-    deadline, seen = time.monotonic() + fed.round_timeout_s, set()
+    """Poll until `fed.sites` nodes are connected; after `connect_timeout_s` settle for `min_sites`."""
+    deadline, seen = time.monotonic() + fed.connect_timeout_s, set()
     while True:
         nodes = sorted(grid.get_node_ids())
         for node in sorted(set(nodes) - seen):
@@ -163,7 +163,7 @@ def wait_for_nodes(grid: Grid, fed: FederationConfig, poll_s: float = 1.0) -> li
         time.sleep(poll_s)
     if len(nodes) < fed.min_sites:
         raise RuntimeError(f"only {len(nodes)} of {fed.sites} sites connected within "
-                           f"{fed.round_timeout_s:.0f} s (federation.round-timeout-s); "
+                           f"{fed.connect_timeout_s:.0f} s (federation.connect-timeout-s); "
                            f"federation.min-sites = {fed.min_sites}")
     if len(nodes) < fed.sites:
         logger.warning("proceeding with %d of %d sites (federation.min-sites = %d): nodes %s",
