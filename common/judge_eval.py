@@ -32,7 +32,6 @@ per-sample failure with its reason, never a 0. Outputs (atomic) under the output
 from __future__ import annotations
 
 import dataclasses
-import errno
 import gc
 import logging
 import math
@@ -49,7 +48,7 @@ from fedcurate.common.config import Config, ConfigError, ModelConfig, RaterConfi
 from fedcurate.common.data.loaders import load_from_config
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.evaluation import greedy_generate
-from fedcurate.common.models.loading import load_model_and_tokenizer
+from fedcurate.common.models.loading import apply_adapter, check_adapter_dir, load_model_and_tokenizer
 from fedcurate.common.models.templates import encode_example
 from fedcurate.common.rating.base import Backend, TokenProbs
 from fedcurate.common.rating.prompts import TemplateError
@@ -296,13 +295,11 @@ def generate_answers(model_path: str, samples: Sequence[Sample], mcfg: ModelConf
 
 def load_answerer(model_path: str, adapter: str | Path | None, mcfg: ModelConfig) -> tuple[Any, Any]:
     """A fresh (never shared) copy of the model, with the peft adapter merged in; the base model's tokenizer."""
+    if adapter:
+        check_adapter_dir(adapter)
     model, tok = load_model_and_tokenizer(model_path, dtype=mcfg.dtype, device=mcfg.device)
     if adapter:
-        from peft import PeftModel
-
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(errno.ENOENT, "not a peft adapter directory (no adapter_config.json)", str(adapter))
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = apply_adapter(model, adapter)
         model.eval()
     return model, tok
 

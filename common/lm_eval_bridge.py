@@ -221,10 +221,19 @@ def _task_manager(names: list[str], include_path: str | None) -> Any:
 def _load_model(model: Any, tokenizer: Any, adapter: str | None, merge: bool, dtype: str,
                 device: str) -> tuple[Any, Any]:
     """The model (with `adapter` applied, merged unless `merge` is False) and tokenizer, in eval mode."""
-    from fedcurate.common.models.loading import load_model_and_tokenizer, resolve_device
+    from fedcurate.common.models.loading import (
+        apply_adapter,
+        check_adapter_dir,
+        load_model_and_tokenizer,
+        resolve_device,
+    )
 
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():  # before a long model load
-        raise LmEvalError(f"adapter {adapter!r}: no adapter_config.json there (is it a peft adapter directory?)")
+    if adapter is not None:  # before a long model load
+        try:
+            check_adapter_dir(adapter)
+        except FileNotFoundError as err:
+            raise LmEvalError(f"adapter {adapter!r}: no adapter_config.json there (is it a peft adapter "
+                              f"directory?)") from err
     if isinstance(model, str | Path):
         model, loaded_tokenizer = load_model_and_tokenizer(str(model), dtype=dtype, device=device)
         tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
@@ -233,10 +242,7 @@ def _load_model(model: Any, tokenizer: Any, adapter: str | None, merge: bool, dt
     elif device != "auto":
         model.to(resolve_device(device))
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-        model = model.merge_and_unload() if merge else model
+        model = apply_adapter(model, adapter, merge=merge)
         logger.info("applied adapter %s (%s)", adapter, "merged" if merge else "unmerged")
     return model.eval(), tokenizer
 

@@ -75,19 +75,22 @@ def score_plot(columns: Mapping[str, Mapping[str, np.ndarray]], titles: Mapping[
     return render(fig)
 
 
+def draw_transition(fig: Figure, ax: Any, T: np.ndarray) -> None:
+    """T as an annotated heatmap on `ax` (row: true score, column: observed score), with its colour bar."""
+    im = ax.imshow(T, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (i, j), v in np.ndenumerate(T):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small", color="white" if v > 0.5 else "black")
+    ax.set(title="score transition matrix T", xlabel="observed (raw) score", ylabel="true score",
+           xticks=range(T.shape[1]), yticks=range(T.shape[0]))
+    fig.colorbar(im, ax=ax, shrink=0.8)
+
+
 def transition_plot(T: np.ndarray, p: np.ndarray, raw: np.ndarray | None, curated: np.ndarray | None) -> bytes:
     """Heatmap of T (row: true score, column: observed score), the prior p, and raw vs curated counts."""
     k = T.shape[0]
     fig = _figure(12, 4)
     ax_t, ax_p, ax_c = fig.subplots(1, 3, width_ratios=[1.2, 1, 1])
-    im = ax_t.imshow(T, cmap="viridis", vmin=0.0, vmax=1.0)
-    for i in range(k):
-        for j in range(k):
-            ax_t.text(j, i, f"{T[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
-                      color="black" if T[i, j] > 0.5 else "white")
-    ax_t.set(title="noise transition T", xlabel="observed (raw) score", ylabel="true score",
-             xticks=range(k), yticks=range(k))
-    fig.colorbar(im, ax=ax_t, shrink=0.8)
+    draw_transition(fig, ax_t, T)
     ax_p.bar(range(k), p, color="tab:green")
     ax_p.set(title="prior p of the true score", xlabel="score", ylabel="probability", xticks=range(k))
     if raw is not None and curated is not None:

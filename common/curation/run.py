@@ -135,21 +135,13 @@ def write_report(folder: Path, samples: Sequence[Sample], hoc: HocResult, result
 
 def plot_transition_matrix(T: np.ndarray, path: Path) -> None:
     """Save T (rows: true score, columns: rated score) as an annotated heatmap PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fedcurate.common.report_plots import draw_transition, render
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=120)
-    im = ax.imshow(T, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (i, j), v in np.ndenumerate(T):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
-    ax.set(xlabel="rated score", ylabel="true score", title="score transition matrix T",
-           xticks=range(T.shape[1]), yticks=range(T.shape[0]))
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    draw_transition(fig, fig.subplots(), T)
+    path.write_bytes(render(fig))
 
 
 def _markdown(report: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ missing from the local cache gives an error that says so.
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,21 @@ def clear_model_cache() -> None:
     _CACHE.clear()
 
 
+def check_adapter_dir(adapter: str | Path) -> None:
+    """FileNotFoundError unless `adapter` is a peft adapter directory (call it before a long model load)."""
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(errno.ENOENT, "not a peft adapter directory (no adapter_config.json)", str(adapter))
+
+
+def apply_adapter(model: PreTrainedModel, adapter: str | Path, *, merge: bool = True) -> PreTrainedModel:
+    """`model` with the peft adapter in `adapter` applied (merged into the weights unless `merge` is False)."""
+    from peft import PeftModel
+
+    check_adapter_dir(adapter)
+    with_adapter = PeftModel.from_pretrained(model, str(adapter))
+    return with_adapter.merge_and_unload() if merge else with_adapter
+
+
 def _is_adapter_dir(source: str) -> bool:
     path = Path(source)
     return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
@@ -103,14 +119,14 @@ def _is_adapter_dir(source: str) -> bool:
 
 def _load_adapter(source: str, kwargs: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A peft adapter merged into its base model; the tokenizer saved with the adapter, else the base's."""
-    from peft import PeftConfig, PeftModel
+    from peft import PeftConfig
 
     base_name = PeftConfig.from_pretrained(source).base_model_name_or_path
     if not base_name:
         raise ValueError(f"{source}/adapter_config.json names no base_model_name_or_path")
     base = str(tiny_model_dir()) if base_name == "tiny" else _check_source(base_name)
     model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-    model = PeftModel.from_pretrained(model, source).merge_and_unload()
+    model = apply_adapter(model, source)
     has_tokenizer = (Path(source) / "tokenizer_config.json").exists()
     return model, AutoTokenizer.from_pretrained(source if has_tokenizer else base)
 
