@@ -19,6 +19,9 @@ federated run and a centralized run execute the same code. Steps (the orchestrat
 Everything a step computes is written under `<site_dir>/<phase>/`; its reply is stored there too
 (`reply.json`, written last, with a key of the request), so a repeated request is answered from disk:
 a restarted run resumes, and a SuperNode that starts a fresh process per message keeps nothing in memory.
+The key covers the step, the settings, the payload and the sha256 of the site files the step reads (the
+data file; the held-out set for evaluate), so a changed file is never answered from a stored reply. A step
+after prepare refuses to run on prepare outputs made from other data (`StaleDataError`).
 Only the replies leave the site: counts, moments, histograms and adapter tensors, never rows or text.
 """
 
@@ -38,10 +41,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fedcurate.client.site import SiteLocation, prepare
+from fedcurate.client.site import (
+    SiteLocation,
+    phase_dir,
+    prepare,
+    prepare_inputs,
+    prepare_stale,
+    site_data_path,
+)
 from fedcurate.common import io
 from fedcurate.common.config import Config, to_flat
-from fedcurate.common.data.loaders import load_samples, write_samples
+from fedcurate.common.data.loaders import DataFileError, data_digest, load_samples, write_samples
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.failures import failed, failure_reason
 from fedcurate.common.selection import orient, select
@@ -57,11 +67,19 @@ ARRAYS_FILE = "reply.npz"
 StepFn = Callable[[Config, SiteLocation, Payload, Path], Payload]
 
 
+class StaleDataError(DataFileError):
+    """The site's data changed since its prepare step: a later step would use the old samples. A fault of the
+    site's data, not a bug (the ClientApp replies with the message, without a traceback)."""
+
+
 def handle(step: str, cfg: Config, where: SiteLocation, payload: Payload) -> Payload:
     """Run `step` at this site (or return its stored reply for the same request)."""
     cfg = site_config(cfg, where.site_dir)
     name, out = step_name(step), step_dir(where.site_dir, step)
-    key = request_key(step, cfg, where, payload)
+    digests = input_digests(name, cfg, where)
+    if "data" in digests and name != "prepare":
+        check_prepared(step, cfg, where, digests["data"])
+    key = request_key(step, cfg, where, payload, digests)
     stored = load_reply(out, key)
     if stored is not None:
         logger.info("[%s] %s: answered from %s", where.site, step, out / REPLY_FILE)
@@ -92,10 +110,32 @@ def step_dir(site_dir: Path, step: str) -> Path:
     return Path(site_dir, phase, *[f"round-{p}" if p.isdigit() else p for p in rest])
 
 
-def request_key(step: str, cfg: Config, where: SiteLocation, payload: Payload) -> str:
+def input_digests(name: str, cfg: Config, where: SiteLocation) -> dict[str, str]:
+    """sha256 of the content of the site files step `name` depends on (`data_digest`): {"data": ...} (the
+    data file, through prepare's outputs), or for evaluate {"test": ...} ("" when there is no test set)."""
+    if name == "evaluate":
+        path = site_test_path(cfg, where)
+        return {"test": data_digest(path) if path and Path(path).exists() else ""}
+    return {"data": data_digest(site_data_path(where.data_path, cfg))}
+
+
+def check_prepared(step: str, cfg: Config, where: SiteLocation, digest: str) -> None:
+    """Raise StaleDataError when this site's prepare outputs were made from other data than it has now."""
+    if not phase_dir(where.site_dir, "prepare").exists():
+        return  # prepare never ran here: a step that needs its samples says so itself
+    stale = prepare_stale(where.site_dir, prepare_inputs(where.data_path, cfg, digest))
+    if stale:
+        raise StaleDataError(f"{stale}, so its samples are not this site's data now; {step} needs the prepare "
+                             "step to run again first (start a new run, in another run directory)")
+
+
+def request_key(step: str, cfg: Config, where: SiteLocation, payload: Payload, digests: dict[str, str]) -> str:
+    """sha256 of everything a step's reply depends on: the step, the site's files (paths and the sha256 of
+    their content, `input_digests`), the settings but run.*, and the payload."""
     h = hashlib.sha256()
     settings = {k: v for k, v in to_flat(cfg).items() if not k.startswith("run.")}
-    h.update(json.dumps([step, where.data_path, settings, payload.values], sort_keys=True, default=str).encode())
+    h.update(json.dumps([step, where.data_path, where.test_path, digests, settings, payload.values],
+                        sort_keys=True, default=str).encode())
     for k in sorted(payload.arrays):
         arr = np.ascontiguousarray(payload.arrays[k])
         h.update(k.encode() + str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
@@ -443,7 +483,7 @@ def step_evaluate(cfg: Config, where: SiteLocation, payload: Payload, out: Path)
     from fedcurate.common.evaluation import evaluate_path
     from fedcurate.common.federated_lora import write_adapter
 
-    path = where.test_path or cfg.evaluation.site_test_path.replace("{site}", where.site)
+    path = site_test_path(cfg, where)
     if not path or (not where.test_path and not Path(path).exists()):  # a given test-path must exist
         where_from = path or "no node config test-path, no evaluation.site-test-path"
         return Payload({"num-samples": 0, "skipped": f"no test set at this site ({where_from})"})
@@ -454,6 +494,11 @@ def step_evaluate(cfg: Config, where: SiteLocation, payload: Payload, out: Path)
     result = evaluate_path(str(adapter), samples, cfg, exact_match=cfg.evaluation.exact_match)
     return Payload({"num-samples": result.num_samples, "loss": result.loss,
                     "token-accuracy": result.token_accuracy, "exact-match": result.exact_match})
+
+
+def site_test_path(cfg: Config, where: SiteLocation) -> str:
+    """The site's held-out set: node config test-path, else evaluation.site-test-path for this site ("" if none)."""
+    return where.test_path or cfg.evaluation.site_test_path.replace("{site}", where.site)
 
 
 STEPS: dict[str, StepFn] = {

@@ -2,14 +2,16 @@
 
     result = prepare("site-0", "/data/site-0.jsonl", Path("runs/x/sites/site-0"), cfg)
 
-Every phase writes under `<site_dir>/<phase>/` and ends with an atomically written `DONE` marker;
-a phase whose marker exists is not redone (a re-run resumes), its stored stats are returned instead.
+Every phase writes under `<site_dir>/<phase>/` and ends with an atomically written `DONE` marker.
+prepare's marker records what its outputs were made from (`prepare_inputs`: the data path, the sha256 of
+the data's content, the [data] settings); a re-run whose inputs are the same resumes (its stored stats are
+returned), one whose data file (or path, or settings) changed since prepares again, overwriting the outputs.
 
 prepare layout:
     <site_dir>/prepare/samples.jsonl   validated samples, normalised (`write_samples`)
     <site_dir>/prepare/rejects.jsonl   rows that failed validation (data.on-error = "skip")
     <site_dir>/prepare/stats.json      {site, num_samples, num_rejects, rejects_by_reason, seconds}
-    <site_dir>/prepare/DONE            written last
+    <site_dir>/prepare/DONE            {finished, data_path, data_digest, data}, written last
 
 Rejects are counted by *kind* (`reject_kind`): the reason cut at its first ':' or '(', with quoted
 values and numbers removed, plus the column in parentheses when the reject names one, e.g.
@@ -30,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedcurate.common.config import Config
-from fedcurate.common.data.loaders import load_from_config, write_rejects, write_samples
+from fedcurate.common.config import Config, to_dict
+from fedcurate.common.data.loaders import data_digest, load_from_config, write_rejects, write_samples
 from fedcurate.common.data.sample import Reject
-from fedcurate.common.io import write_json, write_text
+from fedcurate.common.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -130,27 +132,72 @@ def describe_rejects(rejects: list[Reject], limit: int = 20) -> str:
     return "\n".join([f"{len(rejects)} bad input row(s):", *lines, *more])
 
 
-def prepare(site: str, data_path: str, site_dir: Path, cfg: Config) -> PrepareResult:
+def site_data_path(data_path: str, cfg: Config) -> str:
+    """The data source prepare reads: the site's `data_path`, else data.path."""
+    target = data_path or cfg.data.path
+    if not target:
+        raise ValueError("no input data: set data.path in the config or pass an input path")
+    return str(target)
+
+
+def prepare_inputs(data_path: str, cfg: Config, digest: str | None = None) -> dict[str, Any]:
+    """What prepare's outputs are made from: the data source, the sha256 of its content (`data_digest`;
+    computed unless given) and the [data] settings that shape loading (all but data.path)."""
+    target = site_data_path(data_path, cfg)
+    settings = {k: v for k, v in to_dict(cfg)["data"].items() if k != "path"}
+    return {"data_path": target, "data_digest": digest or data_digest(target),
+            "data": json.loads(json.dumps(settings, sort_keys=True, default=str))}  # as read back from DONE
+
+
+def prepare_stale(site_dir: Path, inputs: dict[str, Any]) -> str:
+    """Why the prepare outputs in `site_dir` are not those of `inputs` ("" when they are)."""
+    done = phase_dir(site_dir, "prepare") / "DONE"
+    if not done.is_file():
+        return "prepare has not finished"
+    try:
+        stored = json.loads(done.read_text(encoding="utf-8"))
+    except ValueError:  # a marker written before DONE recorded the inputs (a timestamp)
+        stored = None
+    if not isinstance(stored, dict) or "data_digest" not in stored:
+        return "the cached prepare records no data digest"
+    if stored["data_digest"] != inputs["data_digest"]:
+        return "the data file changed since the cached prepare"
+    if stored.get("data_path") != inputs["data_path"]:
+        return "the data path changed since the cached prepare"
+    if stored.get("data") != inputs["data"]:
+        return "the [data] settings changed since the cached prepare"
+    return ""
+
+
+def prepare(site: str, data_path: str, site_dir: Path, cfg: Config, digest: str | None = None) -> PrepareResult:
     """Load and validate the site's data with `cfg.data`; write samples, rejects, stats and DONE.
 
+    Resumes (returns the stored stats) when DONE records the same inputs (`prepare_inputs`; `digest`, the
+    data's `data_digest`, is computed unless given); otherwise prepares again. The digest is taken before
+    the data is read, so a file that changes while it is read is prepared again by the next run.
     Raises `DataError` (listing every bad row with file and line) when `data.on-error = "raise"`
     and a row is bad; nothing is marked done then, so a fixed file is picked up by the next run.
     """
     out = phase_dir(site_dir, "prepare")
+    inputs = prepare_inputs(data_path, cfg, digest)
     if phase_done(site_dir, "prepare"):
-        stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
-        logger.info("[%s] prepare already done (%s): %d samples, %d rejects",
-                    site, out, stats["num_samples"], stats["num_rejects"])
-        return PrepareResult(**stats, resumed=True)
+        stale = prepare_stale(site_dir, inputs)
+        if not stale:
+            stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+            logger.info("[%s] prepare already done (%s): %d samples, %d rejects",
+                        site, out, stats["num_samples"], stats["num_rejects"])
+            return PrepareResult(**stats, resumed=True)
+        logger.info("[%s] %s (%s): preparing again", site, stale, out)
+        (out / "DONE").unlink()  # not done until the new outputs are all written
     start = time.perf_counter()
-    loaded = load_from_config(cfg.data, path=data_path)
+    loaded = load_from_config(cfg.data, path=inputs["data_path"])
     write_samples(out / "samples.jsonl", loaded.samples)
     write_rejects(out / "rejects.jsonl", loaded.rejects)
     result = PrepareResult(site=site, num_samples=len(loaded.samples), num_rejects=len(loaded.rejects),
                            rejects_by_reason=count_reject_kinds(loaded.rejects),
                            seconds=round(time.perf_counter() - start, 3))
     write_json(out / "stats.json", result.to_stats())
-    write_text(out / "DONE", datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+    write_json(out / "DONE", {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **inputs})
     logger.info("[%s] prepared %d samples, %d rejects %s in %.1f s", site, result.num_samples,
                 result.num_rejects, result.rejects_by_reason or "", result.seconds)
     return result

@@ -8,7 +8,7 @@
     fedcurate curate --config C --input FILE [--ratings FILE] --out DIR
     fedcurate proxy train|score ...
     fedcurate bench rating|curation|dynamics|proxy|quality [ARGS...]
-    fedcurate certs|superlink|supernode|launch ...     # deployment (see the README's runbook)
+    fedcurate certs|keygen|register|superlink|supernode|launch ...   # deployment (README's runbook)
     fedcurate report RUN_DIR                           # self-contained report.html with plots
     fedcurate compare RUN_DIR... --out DIR             # one table and plot across runs
     fedcurate judge --model M [--adapter A] --config C --out DIR [--mode correct|pairwise]
@@ -114,43 +114,75 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _deployment_parsers(sub: argparse._SubParsersAction) -> None:
-    p = _add(sub, "certs", "Make a CA, the SuperLink's TLS certificate and one SuperNode key pair per site.",
-             "fedcurate certs --out certs --san superlink.example.org --sites hospital-a,bank-b", _cmd_certs)
-    p.add_argument("--out", type=Path, required=True, help="output directory (an existing CA is reused)")
+    p = _add(sub, "certs", "Make the CA (its key outside the SuperLink's directory) and the SuperLink's TLS certificate.",
+             "fedcurate certs --out certs --ca-dir ca --san superlink.example.org", _cmd_certs)
+    p.add_argument("--out", type=Path, required=True, help="the SuperLink's directory: ca.crt, server.pem/.key, sites/")
+    p.add_argument("--ca-dir", type=Path, default=None,
+                   help="where the CA key lives (default: ca/ beside --out; reused if present; keep it offline)")
     p.add_argument("--san", default="", help="comma-separated DNS names / IPs the SuperNodes dial")
-    p.add_argument("--sites", default="", help="comma-separated site names: one key pair each")
+    p.add_argument("--sites", default="", help="with --demo: make these partners' key pairs here too")
+    p.add_argument("--demo", action="store_true",
+                   help="single-machine trials only: write partner private keys (demo-keys/ beside --out)")
 
-    p = _add(sub, "superlink", "Start flower-superlink with TLS and SuperNode authentication; register site keys.",
+    p = _add(sub, "keygen", "At a partner: make this site's SuperNode key pair; send only the .pub to the coordinator.",
+             "fedcurate keygen --site hospital-a --out keys", _cmd_keygen)
+    p.add_argument("--site", required=True, help="this site's name, as the coordinator will register it")
+    p.add_argument("--out", type=Path, default=Path("keys"), help="directory for <site> and <site>.pub (default keys/)")
+
+    p = _add(sub, "register", "At the coordinator: register a partner's public key under its site name.",
+             "fedcurate register --certs certs --site hospital-a --key hospital-a.pub", _cmd_register)
+    p.add_argument("--certs", type=Path, required=True, help="the SuperLink's directory from `fedcurate certs`")
+    p.add_argument("--site", required=True, help="the partner's site name")
+    p.add_argument("--key", type=Path, required=True, help="the partner's public key (.pub from `fedcurate keygen`)")
+    p.add_argument("--replace", action="store_true", help="swap the key of an already registered site")
+
+    p = _add(sub, "superlink", "Start the SuperLink: Fleet API only on the public port (nginx), Control and runtime "
+             "on loopback, TLS + SuperNode auth, registered site keys, gated ServerApp.",
              "fedcurate superlink --certs certs --host 0.0.0.0 --port 8000 --state /srv/fedcurate", _cmd_superlink)
-    p.add_argument("--certs", type=Path, help="directory from `fedcurate certs`")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 for remote partners)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--certs", type=Path, help="directory from `fedcurate certs` (ca.crt, server.pem/.key, sites/)")
+    p.add_argument("--host", default="127.0.0.1", help="public bind address (0.0.0.0 for remote partners)")
+    p.add_argument("--port", type=int, default=8000, help="public port: the Fleet API, through nginx")
+    p.add_argument("--internal-port", type=int, default=None,
+                   help="loopback port of Flower's own SuperLink (Fleet+Control+runtime; default PORT+1)")
     p.add_argument("--state", type=Path, default=Path("superlink-state"),
-                   help="SuperLink database and the `flwr` connection profile (FLWR_HOME)")
-    p.add_argument("--address", help="address the operator's `flwr` uses (default: 127.0.0.1:PORT)")
+                   help="SuperLink database, site registry, SuperExec secret, proxy files, `flwr` profile (FLWR_HOME)")
+    p.add_argument("--admin-network", action="append", default=[], metavar="CIDR",
+                   help="also let this network reach the Control API through the public port (repeatable)")
     p.add_argument("--no-register", action="store_true", help="do not register <certs>/sites/*.pub")
-    p.add_argument("--insecure", action="store_true", help="no TLS, no authentication (closed test networks)")
+    p.add_argument("--no-proxy", action="store_true",
+                   help="serve Flower directly on HOST:PORT (Control API exposed: closed test networks only)")
+    p.add_argument("--insecure", action="store_true", help="no TLS, no authentication, no proxy (closed test networks)")
 
-    p = _add(sub, "supernode", "Start flower-supernode for one site, after checking key, CA and address.",
-             "fedcurate supernode --superlink superlink.example.org:8000 --ca ca.crt --key hospital-a "
+    p = _add(sub, "supernode", "Start one site's SuperNode after checking key, CA and address; only the installed "
+             "fedcurate ClientApp runs.",
+             "fedcurate supernode --superlink superlink.example.org:8000 --ca ca.crt --key keys/hospital-a "
              "--site hospital-a --data /data/a.jsonl", _cmd_supernode)
     p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
     p.add_argument("--ca", type=Path, help="the coordinator's ca.crt")
-    p.add_argument("--key", type=Path, help="this site's private key (sites/<site> from `fedcurate certs`)")
+    p.add_argument("--key", type=Path, help="this site's private key (from `fedcurate keygen`)")
     p.add_argument("--site", required=True, help="this site's name")
     p.add_argument("--data", required=True, help="this site's data file")
-    p.add_argument("--run-dir", type=Path, help="this site's output directory (default: under the server's run dir)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="this site's output directory (default: ./fedcurate-site-SITE; never a path the coordinator sends)")
     p.add_argument("--test", help="this site's own held-out set, for evaluation.at-sites (never leaves the site)")
     p.add_argument("--port", type=int, default=9094, help="local Runtime API port (one per SuperNode on a host)")
+    p.add_argument("--pin-app-hash", action="append", default=[], metavar="SHA256",
+                   help="run only app bundles with this sha256 (repeatable; default: any bundle of the installed "
+                        "fedcurate version -- its code is never run either way)")
     p.add_argument("--insecure", action="store_true", help="no TLS, no authentication (closed test networks)")
 
-    p = _add(sub, "launch", "Submit a federated run to a running SuperLink (`flwr run` of the fedcurate app).",
+    p = _add(sub, "launch", "Submit a federated run, print phase progress, resubmit after a SuperLink restart; "
+             "exit 0 only when it completed.",
              "fedcurate launch --state superlink-state --config configs/clues-federated.toml --run-dir runs/x",
              _cmd_launch)
     p.add_argument("--state", type=Path, default=Path("superlink-state"),
                    help="FLWR_HOME holding the connection profile `fedcurate superlink` wrote")
     p.add_argument("--config", type=Path, required=True, help="experiment config, readable by the SuperLink")
     p.add_argument("--run-dir", type=Path, required=True, help="server run directory, at the SuperLink")
+    p.add_argument("--reconnect-timeout", type=float, default=600.0,
+                   help="seconds to wait for a lost SuperLink before giving up (exit 4)")
+    p.add_argument("--resubmits", type=int, default=3, help="resubmissions after SuperLink restarts (default 3)")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
 
     p = _add(sub, "report", "Write a self-contained HTML report of a run directory (plots embedded, no scripts).",
              "fedcurate report demo-out", _cmd_report)
@@ -210,62 +242,100 @@ def _deployment_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
-    from fedcurate.server.certs import make_certs
+    from fedcurate.server.certs import CertError, make_certs
 
-    made = make_certs(args.out, [h for h in args.san.split(",") if h], [s for s in args.sites.split(",") if s])
-    print(f"CA: {made['ca']} (give to every partner)\nSuperLink: {made['server_cert']}, {made['server_key']}")
+    try:
+        made = make_certs(args.out, [h for h in args.san.split(",") if h], [s for s in args.sites.split(",") if s],
+                          ca_dir=args.ca_dir, demo=args.demo)
+    except CertError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"CA: {made['ca']} (give to every partner); CA key: {made['ca_key']} (keep offline; the SuperLink "
+          f"never reads it)\nSuperLink: {made['server_cert']}, {made['server_key']}")
     for site, key in made["site_keys"].items():  # type: ignore[union-attr]
-        print(f"site {site}: give {key} to that partner only; {key}.pub is registered by `fedcurate superlink`")
+        print(f"demo site {site}: private key {key} (single-machine trial only), public key registered")
+    if not made["site_keys"]:
+        print(f"next: each partner runs `fedcurate keygen --site NAME` and sends NAME.pub; register it with "
+              f"`fedcurate register --certs {args.out} --site NAME --key NAME.pub`")
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from fedcurate.server.certs import CertError, fingerprint, load_public_key, make_site_key, public_path
+
+    try:
+        private = make_site_key(args.out, args.site)
+        public = public_path(private)
+        print_ = fingerprint(load_public_key(public))
+    except CertError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(public.read_text(encoding="utf-8").strip())
+    print(f"site {args.site}: private key {private} (mode 0600; never send it). Send {public} to the coordinator "
+          f"and read them its fingerprint over another channel: {print_}")
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from fedcurate.server.certs import CertError, fingerprint, load_public_key, register_site
+
+    try:
+        dest = register_site(args.certs, args.site, args.key, replace=args.replace)
+        print_ = fingerprint(load_public_key(dest))
+    except CertError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"site {args.site}: key {print_} registered in {dest}; compare the fingerprint with the partner's. "
+          f"`fedcurate superlink` registers it with Flower at its next start.")
     return 0
 
 
 def _cmd_superlink(args: argparse.Namespace) -> int:
-    import subprocess
-
     from fedcurate.server import deploy
 
     if args.insecure:
-        logging.getLogger(__name__).warning(deploy.INSECURE_WARNING)
-    cmd = deploy.superlink_command(args.certs, args.host, args.port, args.state, args.insecure)
-    args.state.mkdir(parents=True, exist_ok=True)
-    address = args.address or f"127.0.0.1:{args.port}"
-    deploy.write_connection(args.state, address, args.certs / "ca.crt" if args.certs else None, args.insecure)
-    proc = subprocess.Popen(cmd, env=deploy.process_env(args.state))
+        logging.getLogger(__name__).warning(deploy.INSECURE_WARNING + " The Control API is exposed as well.")
+    elif args.no_proxy:
+        logging.getLogger(__name__).warning("--no-proxy: Flower's Control API (run, stop, register nodes) answers "
+                                            "anyone who reaches %s:%d. Closed test networks only.", args.host,
+                                            args.port)
     try:
-        deploy.wait_for_port(*deploy.split_address(address), proc=proc)
-        keys = sorted((args.certs / "sites").glob("*.pub")) if args.certs and not args.no_register else []
-        if keys and not args.insecure:
-            deploy.register_keys(keys, args.state)
-        print(f"SuperLink on {args.host}:{args.port}; {len(keys)} site key(s) registered; "
-              f"submit runs with `fedcurate launch --state {args.state}`", flush=True)
-        return proc.wait()
-    except BaseException:
-        proc.terminate()
-        proc.wait(timeout=30)
-        raise
+        return deploy.serve_superlink(args.certs, args.host, args.port, args.state, args.insecure,
+                                      internal_port=args.internal_port, proxy=not (args.no_proxy or args.insecure),
+                                      admin_networks=tuple(args.admin_network), register=not args.no_register,
+                                      ready=lambda text: print(text, flush=True))
+    except (deploy.DeployError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def _cmd_supernode(args: argparse.Namespace) -> int:
-    import subprocess
-
     from fedcurate.server import deploy
 
     if args.insecure:
         logging.getLogger(__name__).warning(deploy.INSECURE_WARNING)
-    deploy.preflight_supernode(args.superlink, args.ca, args.key, args.data, args.insecure)
-    cmd = deploy.supernode_command(args.superlink, args.ca, args.key, args.site, args.data, args.run_dir,
-                                   args.port, args.insecure, args.test)
-    return subprocess.call(cmd, env=deploy.process_env())
+    run_dir = (args.run_dir or Path(f"fedcurate-site-{args.site}")).resolve()
+    try:
+        return deploy.serve_supernode(args.superlink, args.ca, args.key, args.site, args.data, run_dir,
+                                      args.port, args.insecure, args.test, tuple(args.pin_app_hash))
+    except deploy.DeployError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    import subprocess
-
     from fedcurate.server import deploy
+    from fedcurate.server.phases import PHASES
 
-    load_config(args.config)  # every config problem now, not in the ServerApp
-    cmd = deploy.launch_command(deploy.app_dir(), args.config, args.run_dir)
-    return subprocess.call(cmd, env=deploy.flwr_env(args.state))
+    cfg = load_config(args.config)  # every config problem now, not in the ServerApp
+    last = cfg.run.stop_after or PHASES[-1]
+    phases = PHASES[: PHASES.index(last) + 1]
+    try:
+        return deploy.follow_run(args.state, args.config, args.run_dir, phases, poll_s=args.poll,
+                                 reconnect_s=args.reconnect_timeout, resubmits=args.resubmits)
+    except deploy.DeployError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

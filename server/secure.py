@@ -70,8 +70,10 @@ def check_range(vectors: Sequence[np.ndarray], limit: int) -> None:
 class _SumStrategy(Strategy):
     """The legacy strategy SecAgg+ drives: sends the instruction, keeps the unmasked aggregate."""
 
-    def __init__(self, proxies: list[ClientProxy], instruction: str) -> None:
+    def __init__(self, proxies: list[ClientProxy], instruction: str, site_of: dict[int, str] | None = None,
+                 bound: bool = False) -> None:
         self.proxies, self.instruction = proxies, instruction
+        self.site_of, self.bound = site_of if site_of is not None else {}, bound
         self.aggregate: list[np.ndarray] | None = None
         self.sites: list[str] = []
         self.failures: list[str] = []
@@ -87,12 +89,23 @@ class _SumStrategy(Strategy):
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list[Any]) -> tuple[Parameters | None, dict[str, Any]]:
         # Every FitRes carries the same unmasked aggregate (the weighted mean); its metrics only the site name.
-        self.sites = sorted(str(res.metrics.get("site", proxy.cid)) for proxy, res in results)
+        self.sites = sorted(self._site(proxy, res) for proxy, res in results)
         self.failures = [str(f) for f in failures]
         if results:
             mean = parameters_to_ndarrays(results[0][1].parameters)
             self.aggregate = [np.asarray(a, dtype=np.float64) * len(results) for a in mean]
         return None, {}
+
+    def _site(self, proxy: ClientProxy, res: FitRes) -> str:
+        """The registered name of the node (bound); else the name it gave, learnt for later rounds."""
+        node, claimed = int(proxy.node_id), str(res.metrics.get("site", proxy.cid))
+        if self.bound:
+            if claimed != self.site_of[node]:
+                logger.error("secure round: node %d names itself %r but its registered key is %r (rule "
+                             "identity.registered-key): named %r", node, claimed, self.site_of[node],
+                             self.site_of[node])
+            return self.site_of[node]
+        return self.site_of.setdefault(node, claimed)
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: ClientManager
                            ) -> list[Any]:
@@ -135,7 +148,8 @@ class _CountingGrid:
 
 
 def secure_sum(grid: Grid, nodes: Sequence[int], instruction: dict[str, Any], keys: Sequence[str], *,
-               timeout: float, threshold: float, site_of: dict[int, str], seen: Any = None) -> SecureSum:
+               timeout: float, threshold: float, site_of: dict[int, str], seen: Any = None,
+               bound: bool = False) -> SecureSum:
     """One SecAgg+ round over `nodes`: each runs the instruction's step and contributes its fields `keys`."""
     if len(nodes) < 2:
         raise ValueError(f"secure aggregation needs at least 2 sites, {len(nodes)} connected")
@@ -143,7 +157,7 @@ def secure_sum(grid: Grid, nodes: Sequence[int], instruction: dict[str, Any], ke
     text = json.dumps({**instruction, "keys": list(keys), "clip": limit})
     counting = _CountingGrid(grid, seen)
     proxies: list[ClientProxy] = [GridClientProxy(node, counting, grid.run.run_id) for node in nodes]  # type: ignore
-    strategy = _SumStrategy(proxies, text)
+    strategy = _SumStrategy(proxies, text, site_of, bound)
     base = Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
     manager = SimpleClientManager()
     for proxy in proxies:

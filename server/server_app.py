@@ -22,7 +22,9 @@ from typing import Any
 from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
+from fedcurate.common import io
 from fedcurate.common.config import Config, FederationConfig, from_flat, load_config, to_flat
+from fedcurate.server.identity import RULE, load_registry
 from fedcurate.server.messages import content_bytes, encode_array, pack, unpack, wire_bytes
 from fedcurate.server.orchestrator import run_phases
 from fedcurate.server.transport import PAYLOAD_TAPS, Payload, RoundResult, SecureSum, tap
@@ -65,12 +67,24 @@ def config_from_run_config(run_config: dict[str, Any]) -> tuple[Config, Path]:
     return cfg, Path(str(run_config.get("run-dir") or cfg.run.dir))
 
 
-def run(grid: Grid, cfg: Config, run_dir: Path, transport: dict[str, Any]) -> None:
-    """Run every phase that is not done yet (see `server/orchestrator.py`)."""
-    nodes = wait_for_nodes(grid, cfg.federation)
+def run(grid: Grid, cfg: Config, run_dir: Path, transport: dict[str, Any],
+        registry: dict[int, str] | None = None) -> None:
+    """Run every phase that is not done yet (see `server/orchestrator.py`). With a `registry`
+    ({node id: site}, from the keys the coordinator registered: `server/identity.py`), only registered nodes
+    take part and each is named by its entry; without one (simulation, `--insecure`) sites name themselves."""
+    if registry is None:
+        registry = load_registry()
+    if registry is None:
+        logger.warning("no site registry: sites are named by their own replies (simulation or --insecure; "
+                       "a deployment started with `fedcurate superlink` binds names to registered keys)")
+    nodes = wait_for_nodes(grid, cfg.federation, registry)
+    io.write_json(Path(run_dir) / "stats" / "identity.json", {
+        "rule": RULE if registry is not None else "none (sites name themselves)",
+        "sites": {str(n): registry[n] for n in nodes} if registry is not None else {},
+        "left-out": [str(n) for n in sorted(grid.get_node_ids()) if registry is not None and n not in registry]})
     record = {**to_flat(cfg), "run-dir": str(Path(run_dir).resolve()), **transport}
     run_phases(cfg, Path(run_dir), FlowerTransport(grid, nodes, record, cfg.federation.round_timeout_s,
-                                                   cfg.privacy.secagg_threshold))
+                                                   cfg.privacy.secagg_threshold, registry))
 
 
 class FlowerTransport:
@@ -78,15 +92,18 @@ class FlowerTransport:
 
     Content of an instruction: "config" (flat config, run dir, where simulated data lies, and the "step"),
     "values" (the payload's values as one JSON string) and "arrays" (the payload's arrays). A reply has
-    the same layout. Sites are named by the "site" value of every reply, so a node's identity survives
-    restarts (node ids do not).
+    the same layout. With a registry, a node's site is its registered key's name and a reply naming
+    another site is excluded (rule identity.registered-key); without one (simulation), sites are named by
+    the "site" value of their replies.
     """
 
     def __init__(self, grid: Grid, nodes: list[int], record: dict[str, Any], timeout: float,
-                 secagg_threshold: float = 0.67) -> None:
+                 secagg_threshold: float = 0.67, registry: dict[int, str] | None = None) -> None:
         self.grid, self.nodes, self.record, self.timeout = grid, list(nodes), dict(record), timeout
         self.secagg_threshold = secagg_threshold
-        self.site_of: dict[int, str] = {}
+        self.bound = registry is not None
+        self.site_of: dict[int, str] = dict(registry or {})
+        self.banned: set[int] = set()
 
     def round(self, phase: str, step: str, payload: Payload,
               per_site: dict[str, Payload] | None = None) -> RoundResult:
@@ -109,10 +126,18 @@ class FlowerTransport:
                 continue
             try:
                 got = unpack(reply.content)
-                name = str(got.values["site"])
+                claimed = str(got.values["site"])
             except (KeyError, ValueError, TypeError) as err:
                 result.excluded.append({"site": name, "node_id": node, "reason": f"unreadable reply: {err}"})
                 continue
+            if self.bound and claimed != name:
+                why = (f"the reply names site {claimed!r} but node {node}'s registered key is {name!r} "
+                       f"(rule {RULE}: a site's name comes from its key); dropped from the run")
+                result.excluded.append({"site": name, "node_id": node, "reason": why})
+                logger.error("[ROUND %s] %s", step, why)
+                self.banned.add(node)  # never again in a round, plain or secure (its sums would count)
+                continue
+            name = claimed
             if name in result.replies:
                 raise RuntimeError(f"two SuperNodes report the same site name {name!r}: give each a "
                                    f"distinct --node-config site=...")
@@ -128,7 +153,7 @@ class FlowerTransport:
                                     "reason": f"no reply within {self.timeout:.0f} s; dropped from later rounds"})
             logger.error("[ROUND %s] %s (node %d) did not reply within %.0f s: dropped from the run", step, name,
                          node, self.timeout)
-        self.nodes = [node for node in self.nodes if node in answered]
+        self.nodes = [node for node in self.nodes if node in answered and node not in self.banned]
         return result
 
     def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
@@ -144,20 +169,28 @@ class FlowerTransport:
                 tap("received", self.site_of.get(node, f"node-{node}"), step, Payload(), wire_bytes(content))
 
         result = secure_sum(self.grid, self.nodes, instruction, keys, timeout=self.timeout,
-                            threshold=self.secagg_threshold, site_of=self.site_of, seen=seen)
+                            threshold=self.secagg_threshold, site_of=self.site_of, seen=seen, bound=self.bound)
         lost = {e["node_id"] for e in result.excluded}
         self.nodes = [node for node in self.nodes if node not in lost]
         return result
 
 
-def wait_for_nodes(grid: Grid, fed: FederationConfig, poll_s: float = 1.0) -> list[int]:
-    """Poll until `fed.sites` nodes are connected; after `connect_timeout_s` settle for `min_sites`."""
+def wait_for_nodes(grid: Grid, fed: FederationConfig, registry: dict[int, str] | None = None,
+                   poll_s: float = 1.0) -> list[int]:
+    """Poll until `fed.sites` nodes are connected; after `connect_timeout_s` settle for `min_sites`.
+    With a registry, only registered nodes count; any other node is logged once and left out."""
     deadline, seen = time.monotonic() + fed.connect_timeout_s, set()
     while True:
-        nodes = sorted(grid.get_node_ids())
-        for node in sorted(set(nodes) - seen):
-            logger.info("node %d connected (%d/%d)", node, len(nodes), fed.sites)
-        seen.update(nodes)
+        online = sorted(grid.get_node_ids())
+        nodes = [n for n in online if registry is None or n in registry]
+        for node in sorted(set(online) - seen):
+            if registry is not None and node not in registry:
+                logger.error("node %d is connected but its key is not registered to any site: not part of the "
+                             "run (rule %s)", node, RULE)
+            else:
+                logger.info("node %d connected%s (%d/%d)", node,
+                            f" as site {registry[node]!r}" if registry else "", len(nodes), fed.sites)
+        seen.update(online)
         if len(nodes) >= fed.sites or time.monotonic() >= deadline:
             break
         time.sleep(poll_s)

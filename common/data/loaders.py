@@ -4,6 +4,7 @@
     result = load_samples("gsm8k.parquet", columns={"instruction": "question", "response": "answer"},
                           on_error="skip")                        # good rows + result.rejects
     write_rejects("run/rejects.jsonl", result.rejects)
+    digest = data_digest("train.jsonl")                           # sha256 of the content (cache keys)
 
 Every bad row becomes a `Reject(file, line, field, reason, raw)`: `line` is the 1-based physical line for
 JSONL and CSV (the CSV header is line 1; a quoted multi-line record is named by its first line) and the
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -88,6 +91,39 @@ def load_from_config(data_cfg: DataConfig, path: str | Path | None = None) -> Lo
         raise ValueError("no input data: set data.path in the config or pass an input path")
     return load_samples(target, format=data_cfg.format, schema=data_cfg.schema, columns=dict(data_cfg.columns),
                         on_error=data_cfg.on_error, max_samples=data_cfg.max_samples)
+
+
+def data_digest(path: str | Path) -> str:
+    """sha256 (hex) of a data source's content, read in chunks: what `load_samples` would read, not where.
+
+    A file: the sha256 of its bytes (what `sha256sum` prints). A directory (`datasets` save_to_disk): the
+    sha256 over its files, recursively, in sorted order of their relative POSIX paths, of each path,
+    a NUL, and the sha256 of the file's bytes; so a renamed, added, removed or edited file changes it.
+    The path itself is not part of the digest. Raises FileNotFoundError for a missing path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        files = sorted((p.relative_to(path).as_posix(), p) for p in _files_under(path))
+        for name, file in files:
+            h.update(name.encode("utf-8", "surrogateescape") + b"\0" + bytes.fromhex(_file_sha256(file)))
+        return h.hexdigest()
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "data file not found", str(path))
+    return _file_sha256(path)
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()  # reads in fixed-size chunks
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    def fail(err: OSError) -> None:  # an unreadable folder must not silently drop out of the digest
+        raise err
+
+    for folder, _, names in os.walk(root, onerror=fail):  # symlinked files followed, symlinked folders not
+        yield from (Path(folder, n) for n in names if Path(folder, n).is_file())
 
 
 def write_rejects(path: str | Path, rejects: list[Reject]) -> None:

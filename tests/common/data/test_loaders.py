@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from fedcurate.common.config import DataConfig
 from fedcurate.common.data.loaders import (
     DataFileError,
+    data_digest,
     load_from_config,
     load_samples,
     write_rejects,
@@ -325,6 +327,41 @@ def test_load_from_config_path_override(tmp_path):
     # Assert
     assert [(s.id, s.instruction, s.response) for s in result.samples] == [("qa:2", "Q1", "A1")]
     assert [(r.line, r.field) for r in result.rejects] == [(3, "a")]
+
+
+def test_data_digest_follows_the_content_not_the_path(tmp_path):
+    # Prepare: the same bytes at two paths, and a copy with one row removed
+    rows = "".join(json.dumps(r) + "\n" for r in ROWS)
+    a, b, fewer = tmp_path / "a.jsonl", tmp_path / "sub" / "b.jsonl", tmp_path / "fewer.jsonl"
+    b.parent.mkdir()
+    a.write_text(rows, encoding="utf-8")
+    b.write_text(rows, encoding="utf-8")
+    fewer.write_text(rows.split("\n", 1)[1], encoding="utf-8")
+
+    # Execute / Assert: the path is not part of the digest (cache keys hold it separately)
+    assert data_digest(a) == data_digest(b) == hashlib.sha256(rows.encode()).hexdigest()
+    assert data_digest(fewer) != data_digest(a)
+    with pytest.raises(FileNotFoundError):
+        data_digest(tmp_path / "missing.jsonl")
+
+
+def test_data_digest_of_a_datasets_directory_covers_every_file_name_and_content(tmp_path):
+    # Prepare
+    _write_hf(tmp_path / "one", ROWS)
+    _write_hf(tmp_path / "two", ROWS)
+    _write_hf(tmp_path / "fewer", ROWS[:2])
+    digest = data_digest(tmp_path / "one")
+
+    # Execute / Assert
+    assert data_digest(tmp_path / "two") == digest  # same files, other folder
+    assert data_digest(tmp_path / "fewer") != digest
+    (tmp_path / "two" / "extra.txt").write_text("", encoding="utf-8")
+    added = data_digest(tmp_path / "two")
+    assert added != digest  # an added (even empty) file
+    (tmp_path / "two" / "extra.txt").rename(tmp_path / "two" / "other.txt")
+    assert data_digest(tmp_path / "two") not in (digest, added)  # a renamed file
+    (tmp_path / "two" / "other.txt").unlink()
+    assert data_digest(tmp_path / "two") == digest
 
 
 @pytest.mark.skipif(not GSM8K.exists(), reason="shared GSM8K file not present")
