@@ -4,70 +4,22 @@ app (a compromised or careless coordinator): real `flower-superlink`, `fedcurate
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evil_apps import write_evil_app  # noqa: E402
-
-CLI = [sys.executable, "-m", "fedcurate.common.cli"]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_HOME": str(home),
-            "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
-
-
-def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True, env=env)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
+from procs import BIN, CLI, free_port, listening, start, stop, wait_until  # noqa: E402
+from procs import env as _proc_env  # noqa: E402
 
 
 @pytest.mark.integration
 def test_a_partner_runs_no_code_of_a_foreign_app_even_from_its_superlink(tmp_path):
     # Prepare: an ungated, insecure Flower SuperLink (the attacker controls it) and one fedcurate SuperNode
-    home, port = tmp_path / "flwr-home", _free_port()
+    home, port = tmp_path / "flwr-home", free_port()
     home.mkdir()
     (home / "config.toml").write_text(f'[superlink]\ndefault = "x"\n\n[superlink.x]\naddress = "127.0.0.1:{port}"\n'
                                       "insecure = true\n")
@@ -75,16 +27,16 @@ def test_a_partner_runs_no_code_of_a_foreign_app_even_from_its_superlink(tmp_pat
     data.write_text('{"instruction": "Say hi.", "output": "hi"}\n')
     marker = tmp_path / "partner-marker"
     apps = {kind: write_evil_app(tmp_path / kind, Path(f"{marker}-{kind}"), kind) for kind in ("foreign", "mimic")}
-    env = _env(home)
+    env = _proc_env(FLWR_HOME=str(home))
     procs = []
     try:
-        procs.append(_start([str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+        procs.append(start([str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
                              "--database", str(tmp_path / "superlink.db")], tmp_path / "superlink.log", env))
-        assert _wait(lambda: _listening(port), 120), (tmp_path / "superlink.log").read_text()[-2000:]
+        assert wait_until(lambda: listening(port), 120), (tmp_path / "superlink.log").read_text()[-2000:]
         node_env = {**env, "FLWR_HOME": str(tmp_path / "partner-home")}
-        procs.append(_start([*CLI, "supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--site", "a",
-                             "--data", str(data), "--port", str(_free_port())], tmp_path / "supernode.log", node_env))
-        assert _wait(lambda: "SuperNode ID" in (tmp_path / "supernode.log").read_text(errors="replace"), 120), \
+        procs.append(start([*CLI, "supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--site", "a",
+                             "--data", str(data), "--run-dir", str(tmp_path / "site-a"), "--port", str(free_port())], tmp_path / "supernode.log", node_env))
+        assert wait_until(lambda: "SuperNode ID" in (tmp_path / "supernode.log").read_text(errors="replace"), 120), \
             (tmp_path / "supernode.log").read_text()[-2000:]
 
         # Execute: submit each foreign app; its ServerApp (ungated here) sends the partner a message
@@ -93,10 +45,10 @@ def test_a_partner_runs_no_code_of_a_foreign_app_even_from_its_superlink(tmp_pat
                                   capture_output=True, text=True, timeout=300)
             assert json.loads(done.stdout[done.stdout.find("{"):])["success"], done.stdout + done.stderr
             replies = Path(f"{marker}-{kind}.server.replies")
-            assert _wait(replies.exists, 240), (tmp_path / "supernode.log").read_text()[-3000:]
+            assert wait_until(replies.exists, 240), (tmp_path / "supernode.log").read_text()[-3000:]
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
     # Assert: the attacker's ServerApp ran at its own SuperLink (so the test can see it), but no code of either
     # app ran at the partner, and the partner's refusal of the foreign app names the rule

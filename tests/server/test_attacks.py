@@ -9,9 +9,6 @@ their own namespaces, and an outsider holding only `ca.crt` in another.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +18,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evil_apps import write_evil_app  # noqa: E402
-from needs import needs_nginx  # noqa: E402
 from netns import Hosts  # noqa: E402
+from procs import BIN, CLI, needs_nginx, wait_for  # noqa: E402
+from procs import env as _env  # noqa: E402
+from procs import free_port as _free_port  # noqa: E402
+from procs import start as _start  # noqa: E402
+from procs import stop as _stop  # noqa: E402
 
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.simulations.partition import partition_quality_skew
 
-CLI = [sys.executable, "-m", "fedcurate.common.cli"]
-BIN = Path(sys.executable).parent
 SITES = ("hosp-a", "bank.b", "lab-c")  # a dotted name on purpose
 PARTIES = [*SITES, "liar", "outsider"]
 
@@ -61,45 +60,8 @@ print(json.dumps(out))
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", **extra,
-            "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
-
-
 def _run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def _start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True, env=env or _env())
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _wait_for(text: str, log: Path, timeout: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return True
-        if proc is not None and proc.poll() is not None:
-            return log.exists() and text in log.read_text(errors="replace")
-        time.sleep(0.3)
-    return False
 
 
 def _profile(home: Path, address: str, ca: Path) -> dict[str, str]:
@@ -159,7 +121,7 @@ def _attack_scenario(tmp_path: Path, hosts: Hosts) -> None:
         procs["superlink"] = _start([*CLI, "superlink", "--certs", str(certs), "--host", coord, "--port", str(port),
                                      "--internal-port", str(internal), "--state", str(state)],
                                     tmp_path / "superlink.log")
-        assert _wait_for("site key(s) registered", tmp_path / "superlink.log", 180, procs["superlink"]), \
+        assert wait_for("site key(s) registered", tmp_path / "superlink.log", 180, procs["superlink"]), \
             (tmp_path / "superlink.log").read_text()[-3000:]
         for site in SITES:
             procs[site] = _start(hosts.cmd(site, [*CLI, "supernode", "--superlink", public, "--ca", str(ca), "--key",
@@ -175,7 +137,7 @@ def _attack_scenario(tmp_path: Path, hosts: Hosts) -> None:
                                tmp_path / "supernode-liar.log")
         procs["launch"] = _start([*CLI, "launch", "--state", str(state), "--config", str(config), "--run-dir",
                                   str(run_dir), "--poll", "2"], tmp_path / "launch.log")
-        assert _wait_for("submitted", tmp_path / "launch.log", 300, procs["launch"]), \
+        assert wait_for("submitted", tmp_path / "launch.log", 300, procs["launch"]), \
             (tmp_path / "launch.log").read_text()[-3000:]
         run_id = (tmp_path / "launch.log").read_text().split("run ", 1)[1].split()[0]
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,48 +15,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from needs import needs_nginx  # noqa: E402
+from procs import CLI, needs_nginx, wait_for  # noqa: E402
+from procs import free_port as _free_port  # noqa: E402
+from procs import start as _start  # noqa: E402
+from procs import stop as _stop  # noqa: E402
 
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.server.certs import make_certs
 from fedcurate.server.deploy import check_superlink
 from fedcurate.simulations.partition import partition_quality_skew
 
-CLI = [sys.executable, "-m", "fedcurate.common.cli"]
 INTERNAL: dict[int, int] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    handle = open(log, "w")  # noqa: SIM115 - closed when the process is reaped
-    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _wait_for(text: str, log: Path, timeout: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return True
-        if proc is not None and proc.poll() is not None:
-            return text in log.read_text(errors="replace")
-        time.sleep(0.3)
-    return False
 
 
 def _setup(tmp_path: Path, sites: str, min_sites: int, timeout_s: float, seed: int, extra: str = ""
@@ -81,7 +49,7 @@ def _superlink(tmp_path: Path, certs: Path, port: int, log: str = "superlink.log
     internal = INTERNAL.setdefault(port, _free_port())  # Flower's own port (loopback); PORT is nginx's
     proc = _start([*CLI, "superlink", "--certs", str(certs), "--port", str(port), "--internal-port", str(internal),
                    "--state", str(tmp_path / "state")], tmp_path / log)
-    assert _wait_for("site key(s) registered", tmp_path / log, 90, proc), (tmp_path / log).read_text()[-3000:]
+    assert wait_for("site key(s) registered", tmp_path / log, 90, proc), (tmp_path / log).read_text()[-3000:]
     return proc
 
 
@@ -233,7 +201,7 @@ def test_launch_exits_non_zero_when_the_run_fails_is_stopped_or_loses_the_superl
                                 capture_output=True, text=True, timeout=600)
         procs["stopped"] = _start([*launch, "--config", str(waiting), "--run-dir", str(tmp_path / "r2")],
                                   tmp_path / "stopped.log")
-        assert _wait_for("submitted", tmp_path / "stopped.log", 300, procs["stopped"])
+        assert wait_for("submitted", tmp_path / "stopped.log", 300, procs["stopped"])
         run_id = (tmp_path / "stopped.log").read_text().split("run ", 1)[1].split()[0]
         stop = subprocess.run([str(Path(sys.executable).with_name("flwr")), "stop", run_id, "fedcurate"],
                               capture_output=True, text=True, timeout=120,
@@ -242,7 +210,7 @@ def test_launch_exits_non_zero_when_the_run_fails_is_stopped_or_loses_the_superl
         procs["stopped"].wait(timeout=120)
         procs["lost"] = _start([*launch, "--config", str(waiting), "--run-dir", str(tmp_path / "r3"),
                                 "--reconnect-timeout", "5"], tmp_path / "lost.log")
-        assert _wait_for("submitted", tmp_path / "lost.log", 300, procs["lost"])
+        assert wait_for("submitted", tmp_path / "lost.log", 300, procs["lost"])
         _stop(procs.pop("link"))
         procs["lost"].wait(timeout=300)
     finally:
