@@ -21,6 +21,7 @@ which also get SIGTERM if the wrapper itself dies, so no Flower process outlives
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import logging
 import os
@@ -303,6 +304,11 @@ def serve_superlink(certs: Path | None, host: str, port: int, state: Path, insec
     from fedcurate.server import proxy as nginx
 
     state = Path(state).resolve()
+    for net in admin_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as err:
+            raise DeployError(f"--admin-network {net!r}: not a network ({err}); e.g. 10.1.0.0/16") from err
     state.mkdir(parents=True, exist_ok=True)
     internal_port = internal_port or port + 1
     if not insecure:
@@ -339,8 +345,10 @@ def serve_superlink(certs: Path | None, host: str, port: int, state: Path, insec
             front = children.start("nginx", nginx.nginx_command(conf), env)
             wait_for_port("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, proc=front)
         io.write_json(state / STARTED_FILE, {"pid": os.getpid(), "started": time.time_ns()})
-        ready(f"SuperLink: partners reach {host}:{port} ({'Fleet API only, through nginx' if proxy else 'all APIs'}); "
-              f"Control and runtime APIs on {internal} (this host only); {len(registry)} site key(s) registered"
+        doors = (f"partners reach {host}:{port} (Fleet API only, through nginx); Control and runtime APIs on "
+                 f"{internal} (this host only)" if proxy else
+                 f"Fleet, Control and runtime APIs on {host}:{port}, no proxy: whoever reaches it controls runs")
+        ready(f"SuperLink: {doors}; {len(registry)} site key(s) registered"
               f"{': ' + ', '.join(sorted(v['site'] for v in registry.values())) if registry else ''}; "
               f"submit runs with `fedcurate launch --state {state}`")
         return children.wait()

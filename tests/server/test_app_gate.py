@@ -4,6 +4,9 @@ app (a compromised or careless coordinator): real `flower-superlink`, `fedcurate
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +49,14 @@ def test_a_partner_runs_no_code_of_a_foreign_app_even_from_its_superlink(tmp_pat
             assert json.loads(done.stdout[done.stdout.find("{"):])["success"], done.stdout + done.stderr
             replies = Path(f"{marker}-{kind}.server.replies")
             assert wait_until(replies.exists, 240), (tmp_path / "supernode.log").read_text()[-3000:]
+
+        # and the SuperNode's wrapper, SIGKILLed alone, leaves no Flower process behind
+        flower = int(re.search(r"started flower-supernode \(pid (\d+)\)",
+                               (tmp_path / "supernode.log").read_text()).group(1))
+        os.kill(procs[1].pid, signal.SIGKILL)
+        procs[1].wait()
+        orphaned = not wait_until(lambda: not Path(f"/proc/{flower}").exists() or
+                                  Path(f"/proc/{flower}/stat").read_text().split()[2] == "Z", 60)
     finally:
         for proc in reversed(procs):
             stop(proc)
@@ -53,6 +64,7 @@ def test_a_partner_runs_no_code_of_a_foreign_app_even_from_its_superlink(tmp_pat
     # Assert: the attacker's ServerApp ran at its own SuperLink (so the test can see it), but no code of either
     # app ran at the partner, and the partner's refusal of the foreign app names the rule
     assert Path(f"{marker}-foreign.server").exists() and Path(f"{marker}-mimic.server").exists()
+    assert not orphaned, f"flower-supernode (pid {flower}) outlived its wrapper"
     assert not Path(f"{marker}-foreign.client").exists()
     assert not Path(f"{marker}-mimic.client").exists()  # shipped fedcurate/client/client_app.py never imported
     foreign = Path(f"{marker}-foreign.server.replies").read_text()

@@ -86,7 +86,8 @@ def test_supernode_preflight_names_the_bad_input(tmp_path):
 @needs_nginx
 def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_others(tmp_path):
     # Prepare: 3 registered sites, min-sites 2, short round timeout
-    certs, port, config = _setup(tmp_path, "abc", min_sites=2, timeout_s=30.0, seed=2)
+    certs, port, config = _setup(tmp_path, "abc", min_sites=2, timeout_s=30.0, seed=2,
+                                 extra='[run]\nstop-after = "select"\n')
     address = f"127.0.0.1:{port}"
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -111,7 +112,7 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_ot
     # Assert
     assert launch.returncode == 0, (tmp_path / "launch.log").read_text()[-3000:]
     run = tmp_path / "run"
-    assert (run / "server" / "evaluate" / "DONE").exists() or (run / "server" / "train" / "DONE").exists()
+    assert (run / "server" / "select" / "DONE").exists() and not (run / "server" / "train" / "DONE").exists()
     select = json.loads((run / "server" / "select" / "summary.json").read_text())
     assert set(select["sites"]) == {"a", "b"}
     lost = [e for p in ("dynamics", "threshold") for e in
@@ -138,7 +139,7 @@ def _alive(pid: int) -> bool:
 def test_a_superlink_killed_with_its_wrapper_leaves_no_process_and_the_secure_run_resumes_by_itself(tmp_path):
     # Prepare: 2 sites, secure aggregation (SecAgg+ needs the node -> site map after the restart)
     certs, port, config = _setup(tmp_path, "ab", min_sites=2, timeout_s=120.0, seed=3, extra=(
-        '[privacy]\nsecure-aggregation = true\nscore-range = [0.0, 1.0]\n'))
+        '[privacy]\nsecure-aggregation = true\nscore-range = [0.0, 1.0]\n[run]\nstop-after = "select"\n'))
     config.write_text(config.read_text().replace('[scoring]\n', '[scoring]\nprimary = "random"\n'))
     address = f"127.0.0.1:{port}"
     curate_done = tmp_path / "run" / "server" / "curate" / "DONE"
@@ -176,7 +177,7 @@ def test_a_superlink_killed_with_its_wrapper_leaves_no_process_and_the_secure_ru
     assert "resubmitted as run" in log, log[-3000:]  # nobody re-typed launch
     run = tmp_path / "run" / "server"
     assert (run / "curate" / "DONE").stat().st_mtime_ns == stamp  # finished phases were not redone
-    assert (run / "evaluate" / "DONE").exists()
+    assert (run / "select" / "DONE").exists() and not (run / "train").exists()  # run.stop-after = "select"
     threshold = json.loads((run / "threshold" / "summary.json").read_text())
     assert threshold["secure_aggregation"] and sum(threshold["histogram"]["counts"]) == 80
     assert set(json.loads((run / "select" / "summary.json").read_text())["sites"]) == {"a", "b"}
