@@ -572,7 +572,7 @@ def follow_run(flwr_home: Path, config_file: Path, run_dir: Path, phases: tuple[
         if status.startswith("finished:stopped"):
             say(f"error: run {run_id} was stopped ({details or 'flwr stop'})")
             return 3
-        if status.startswith("finished"):
+        if status.startswith("finished") or status == "unknown":  # unknown: e.g. a SuperLink on a new database
             if (was_lost or superlink_epoch(flwr_home) != epoch) and resubmits > 0:
                 resubmits -= 1
                 epoch = superlink_epoch(flwr_home)
