@@ -242,14 +242,10 @@ def _deployment_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
-    from fedcurate.server.certs import CertError, make_certs
+    from fedcurate.server.certs import make_certs
 
-    try:
-        made = make_certs(args.out, [h for h in args.san.split(",") if h], [s for s in args.sites.split(",") if s],
-                          ca_dir=args.ca_dir, demo=args.demo)
-    except CertError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    made = make_certs(args.out, [h for h in args.san.split(",") if h], [s for s in args.sites.split(",") if s],
+                      ca_dir=args.ca_dir, demo=args.demo)
     print(f"CA: {made['ca']} (give to every partner); CA key: {made['ca_key']} (keep offline; the SuperLink "
           f"never reads it)\nSuperLink: {made['server_cert']}, {made['server_key']}")
     for site, key in made["site_keys"].items():  # type: ignore[union-attr]
@@ -261,15 +257,11 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from fedcurate.server.certs import CertError, fingerprint, load_public_key, make_site_key, public_path
+    from fedcurate.server.certs import fingerprint, load_public_key, make_site_key, public_path
 
-    try:
-        private = make_site_key(args.out, args.site)
-        public = public_path(private)
-        print_ = fingerprint(load_public_key(public))
-    except CertError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    private = make_site_key(args.out, args.site)
+    public = public_path(private)
+    print_ = fingerprint(load_public_key(public))
     print(public.read_text(encoding="utf-8").strip())
     print(f"site {args.site}: private key {private} (mode 0600; never send it). Send {public} to the coordinator "
           f"and read them its fingerprint over another channel: {print_}")
@@ -277,14 +269,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    from fedcurate.server.certs import CertError, fingerprint, load_public_key, register_site
+    from fedcurate.server.certs import fingerprint, load_public_key, register_site
 
-    try:
-        dest = register_site(args.certs, args.site, args.key, replace=args.replace)
-        print_ = fingerprint(load_public_key(dest))
-    except CertError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    dest = register_site(args.certs, args.site, args.key, replace=args.replace)
+    print_ = fingerprint(load_public_key(dest))
     print(f"site {args.site}: key {print_} registered in {dest}; compare the fingerprint with the partner's. "
           f"`fedcurate superlink` registers it with Flower at its next start.")
     return 0
@@ -299,14 +287,10 @@ def _cmd_superlink(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).warning("--no-proxy: Flower's Control API (run, stop, register nodes) answers "
                                             "anyone who reaches %s:%d. Closed test networks only.", args.host,
                                             args.port)
-    try:
-        return deploy.serve_superlink(args.certs, args.host, args.port, args.state, args.insecure,
-                                      internal_port=args.internal_port, proxy=not (args.no_proxy or args.insecure),
-                                      admin_networks=tuple(args.admin_network), register=not args.no_register,
-                                      ready=lambda text: print(text, flush=True))
-    except (deploy.DeployError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return deploy.serve_superlink(args.certs, args.host, args.port, args.state, args.insecure,
+                                  internal_port=args.internal_port, proxy=not (args.no_proxy or args.insecure),
+                                  admin_networks=tuple(args.admin_network), register=not args.no_register,
+                                  ready=lambda text: print(text, flush=True))
 
 
 def _cmd_supernode(args: argparse.Namespace) -> int:
@@ -315,12 +299,8 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
     if args.insecure:
         logging.getLogger(__name__).warning(deploy.INSECURE_WARNING)
     run_dir = (args.run_dir or Path(f"fedcurate-site-{args.site}")).resolve()
-    try:
-        return deploy.serve_supernode(args.superlink, args.ca, args.key, args.site, args.data, run_dir,
-                                      args.port, args.insecure, args.test, tuple(args.pin_app_hash))
-    except deploy.DeployError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return deploy.serve_supernode(args.superlink, args.ca, args.key, args.site, args.data, run_dir,
+                                  args.port, args.insecure, args.test, tuple(args.pin_app_hash))
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
@@ -330,12 +310,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # every config problem now, not in the ServerApp
     last = cfg.run.stop_after or PHASES[-1]
     phases = PHASES[: PHASES.index(last) + 1]
-    try:
-        return deploy.follow_run(args.state, args.config, args.run_dir, phases, poll_s=args.poll,
-                                 reconnect_s=args.reconnect_timeout, resubmits=args.resubmits)
-    except deploy.DeployError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return deploy.follow_run(args.state, args.config, args.run_dir, phases, poll_s=args.poll,
+                             reconnect_s=args.reconnect_timeout, resubmits=args.resubmits)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -549,12 +525,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # must be set before flwr is first imported
     logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from fedcurate.server.certs import CertError
     from fedcurate.server.deploy import DeployError
     from fedcurate.server.orchestrator import ConfigChangedError, PhaseError
 
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, FileNotFoundError, ConfigChangedError, PhaseError, DeployError) as err:
+    except (ConfigError, DataError, FileNotFoundError, ConfigChangedError, PhaseError, DeployError,
+            CertError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -169,6 +169,11 @@ def flwr_env(flwr_home: Path) -> dict[str, str]:
     return process_env(flwr_home)
 
 
+def _dialable(host: str) -> str:
+    """The address to dial a server bound to `host` from this host (a wildcard bind answers on loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def wait_for_port(host: str, port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -318,19 +323,19 @@ def serve_superlink(certs: Path | None, host: str, port: int, state: Path, insec
     if proxy:
         check_port_free(host, port, "public address")
         nginx.nginx_bin()
-    internal = f"127.0.0.1:{flower_port}"
+    internal = f"{_dialable(bind)}:{flower_port}"
     write_connection(state, internal, Path(certs) / "ca.crt" if certs else None, insecure)
     secret = superexec_secret(state)
     registry_path = state / REGISTRY_FILE
     gates = gate_bin(state / "bin", "flwr-serverapp", "fedcurate.server.gate").parent
     env = process_env(state, gates, {PIN_ENV: AppPin.installed().to_env(), REGISTRY_ENV: str(registry_path)})
-    if insecure:
+    if insecure or not (register or registry_path.is_file()):  # no keys: sites name themselves (warned)
         env.pop(REGISTRY_ENV)
     children = Children()
     try:
         link = children.start("flower-superlink", superlink_command(certs, bind, flower_port, state, insecure,
                                                                      secret), env)
-        wait_for_port("127.0.0.1" if bind in ("0.0.0.0", "::") else bind, flower_port, proc=link)
+        wait_for_port(_dialable(bind), flower_port, proc=link)
         children.start("flower-superexec", superexec_command(internal, Path(certs) / "ca.crt" if certs else None,
                                                              secret), env)
         registry: dict[int, dict[str, str]] = {}
@@ -343,7 +348,7 @@ def serve_superlink(certs: Path | None, host: str, port: int, state: Path, insec
             if why:
                 raise DeployError(f"nginx refused its configuration {conf}: {why}")
             front = children.start("nginx", nginx.nginx_command(conf), env)
-            wait_for_port("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, proc=front)
+            wait_for_port(_dialable(host), port, proc=front)
         io.write_json(state / STARTED_FILE, {"pid": os.getpid(), "started": time.time_ns()})
         doors = (f"partners reach {host}:{port} (Fleet API only, through nginx); Control and runtime APIs on "
                  f"{internal} (this host only)" if proxy else

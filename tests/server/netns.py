@@ -67,7 +67,6 @@ class Hosts:
         if not self.isolated:
             return
         for ns in self.ns.values():
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
             for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
                 try:
                     os.kill(int(pid), 9)
