@@ -30,7 +30,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 lint: $(STAMP)
-	$(BIN)/ruff check common client server strategies simulations tests
+	$(BIN)/ruff check fedcurate tests
 
 clean:
 	rm -rf $(VENV) demo-out
