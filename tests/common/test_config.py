@@ -1,14 +1,18 @@
 """Typed config: defaults, TOML loading, every error reported at once, Flower flat bridge."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fedcurate.common.config import (
+    SCORER_NAMES,
     Config,
     ConfigError,
     from_flat,
     load_config,
+    reference_markdown,
     to_flat,
     to_toml,
 )
@@ -122,3 +126,37 @@ def test_rater_errors_name_the_table(tmp_path):
     problems = "\n".join(info.value.problems)
     assert "rating.raters[0].backend = 'tgi': allowed values are" in problems
     assert "name 'a' is used by more than one rater" in problems
+
+
+def test_scorer_names_are_the_registered_scorers():
+    # Prepare: the config checks scoring.scorers against SCORER_NAMES, the pipeline looks names up in SCORERS
+    from fedcurate.common.scorers import SCORERS
+
+    # Assert
+    assert sorted(SCORER_NAMES) == SCORERS.names()
+
+
+def test_unknown_scorer_is_reported_without_importing_the_scorers(tmp_path):
+    # Prepare: a fresh interpreter, so no other test has imported the scorers
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scoring]\nscorers = ["lenght", "random"]\n')
+    code = ("import sys\n"
+            "from fedcurate.common.config import ConfigError, load_config\n"
+            "try:\n"
+            f"    load_config({str(bad)!r})\n"
+            "except ConfigError as err:\n"
+            "    print(err)\n"
+            "print('fedcurate.common.scorers' in sys.modules)\n")
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # Assert
+    assert out == (f"{bad}: 1 config error(s):\n  - scoring.scorers: unknown scorer 'lenght'; did you mean "
+                   f"'length'? available: {', '.join(sorted(SCORER_NAMES))}\nFalse\n")
+
+
+def test_module_prints_the_reference():
+    # Execute: what `make docs` runs, without the README argument
+    out = subprocess.run([sys.executable, "-m", "fedcurate.common.config"], capture_output=True, text=True,
+                         check=True).stdout
+    # Assert
+    assert out == reference_markdown()

@@ -6,7 +6,7 @@
 
 import sys
 
-from fedcurate.common.config.schema import reference_markdown, update_readme
+from fedcurate.common.config.reference import reference_markdown, update_readme
 
 if len(sys.argv) > 1:
     update_readme(sys.argv[1])
