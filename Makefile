@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/fedcurate demo --out demo-out
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)

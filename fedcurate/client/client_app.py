@@ -25,10 +25,10 @@ from fedcurate.client.handlers import handle
 from fedcurate.common.config import Config, from_flat
 from fedcurate.common.data.loaders import DataFileError
 from fedcurate.common.data.sample import DataError
-from fedcurate.server.messages import decode_array, pack, unpack
-from fedcurate.server.phases import PHASES
-from fedcurate.server.secure import site_contribution
-from fedcurate.server.transport import Payload
+from fedcurate.common.protocol.layout import PHASES
+from fedcurate.common.protocol.payload import Payload
+from fedcurate.strategies.messages import decode_array, pack, unpack
+from fedcurate.strategies.secure_sum import site_contribution
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ for _phase in PHASES:
 
 @app.train(mods=[secaggplus_mod])
 def secure_step(msg: Message, context: Context) -> Message:
-    """A secure-aggregation round (`server/secure.py`): Flower's SecAgg+ mod runs its key-exchange stages
+    """A secure-aggregation round (`strategies/secure_sum.py`): Flower's SecAgg+ mod runs its key-exchange stages
     and calls this in its masking stage; the reply's fields leave this site only masked."""
     def run(instruction: dict[str, Any]) -> tuple[str, Payload]:
         record = instruction["record"]

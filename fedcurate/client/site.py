@@ -27,15 +27,25 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedcurate.common.config import Config, to_dict
-from fedcurate.common.data.loaders import data_digest, load_from_config, write_rejects, write_samples
-from fedcurate.common.data.sample import Reject
+from fedcurate.common.data.loaders import (
+    data_digest,
+    load_from_config,
+    load_samples,
+    write_rejects,
+    write_samples,
+)
+from fedcurate.common.data.sample import Reject, Sample
 from fedcurate.common.io import write_json
+from fedcurate.common.protocol import layout
 
 logger = logging.getLogger(__name__)
 
@@ -201,3 +211,24 @@ def prepare(site: str, data_path: str, site_dir: Path, cfg: Config, digest: str 
     logger.info("[%s] prepared %d samples, %d rejects %s in %.1f s", site, result.num_samples,
                 result.num_rejects, result.rejects_by_reason or "", result.seconds)
     return result
+
+
+def site_samples(site_dir: Path) -> list[Sample]:
+    """The samples `prepare` validated at this site."""
+    path = layout.site_samples_path(site_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the prepare step has not run at this site")
+    return load_samples(path).samples
+
+
+def labels_of(samples: Sequence[Sample]) -> np.ndarray | None:
+    """Ground-truth `clean` flags (synthetic data), or None."""
+    flags = [s.metadata.get("clean") for s in samples]
+    if not flags or any(not isinstance(f, bool) for f in flags):
+        return None
+    return np.asarray(flags, dtype=bool)
+
+
+def site_test_path(cfg: Config, where: SiteLocation) -> str:
+    """The site's held-out set: node config test-path, else evaluation.site-test-path for this site ("" if none)."""
+    return where.test_path or cfg.evaluation.site_test_path.replace("{site}", where.site)

@@ -1,8 +1,8 @@
-"""Flower-free building blocks of federated LoRA rounds: a site's local update, FedAvg of states, checkpoints.
+"""Flower-free building blocks of federated LoRA rounds: a site's local update, states, checkpoints.
 
     state = initial_state(cfg)                      # train_lora's LoRA initialisation, zero Adam moments
     upd = local_update(cfg, site_samples, state, start_step=0, steps=10, total_steps=30, seed=cfg.training.seed)
-    state = average_states([u.state for u in updates], [u.num_examples for u in updates])
+    state = average_states([u.state for u in updates], [u.num_examples for u in updates])  # strategies/
     path = write_checkpoint(root, 10, state, cfg, lr_mean=upd.lr_mean)   # root/checkpoint-10, as CLUES reads it
     write_adapter(run_dir / "adapter", state, cfg)  # load_model_and_tokenizer(str(dir)) gives base + adapter
 
@@ -17,10 +17,7 @@ epoch seeded by (seed, epoch)). So two calls of 3 steps, the second fed the firs
 Dropout masks are drawn from the torch RNG seeded by (seed, start_step). The base model (wrapped with the
 LoRA layers) is loaded once per process and configuration; every call first resets the LoRA weights.
 
-Averaging: "weight/" keys go through the LoRA FedAvg maths of `strategies.lora_fedavg.aggregate_lora`
-(exact None = FedIT, A and B averaged separately; "svd" = the mean product re-factored), computed by
-`strategies.merging.merge_adapters` so that nothing here imports Flower; Adam moments are plain weighted
-means. After "svd" the factors live in a new basis, so their averaged moments are only an approximation.
+Averaging the states of several sites is aggregation: `strategies/lora_average.py`.
 """
 
 from __future__ import annotations
@@ -49,7 +46,6 @@ from fedcurate.common.lora_training import TrainPlan, lora_config, lr_multiplier
 from fedcurate.common.models.loading import load_model_and_tokenizer, resolve_device
 from fedcurate.common.models.templates import Encoded, collate, encode_example
 from fedcurate.common.training import MAX_GRAD_NORM
-from fedcurate.strategies.merging import merge_adapters, normalized
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +54,6 @@ PARTS = ("weight", "exp_avg", "exp_avg_sq")
 MOMENTS = ("exp_avg", "exp_avg_sq")
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, written to checkpoint.json for scoring
 ADAM_EPS = 1e-8
-_EXACT_METHODS = {None: "linear", "svd": "svd"}  # as aggregate_lora; "stack" grows the rank, moments cannot follow
 _CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # at most one (PeftModel, tokenizer): models can be large
 
 
@@ -148,39 +143,6 @@ def _precision(mixed_precision: str, device: torch.device) -> tuple[Any, torch.a
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
     return (torch.autocast(device.type, dtype=dtype),
             torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16"))
-
-
-def average_states(states: Sequence[State], weights: Sequence[float], exact: str | None = None) -> State:
-    """FedAvg weighted by `weights` (rescaled to sum 1): LoRA maths for weights, plain mean for moments."""
-    if exact not in _EXACT_METHODS:
-        raise ValueError(f"exact = {exact!r}: average_states supports {list(_EXACT_METHODS)} (the rank must stay "
-                         f"fixed for the Adam moments to keep their shapes)")
-    if not states:
-        raise ValueError("average_states: no states to average")
-    _check_alike(states)
-    w = normalized(weights, len(states))
-    keys = list(states[0])
-    lora_keys = [k for k in keys if k.startswith("weight/")]
-    plain = [{k.split("/", 1)[1]: np.asarray(s[k], dtype=np.float32) for k in lora_keys} for s in states]
-    merged = merge_adapters(plain, w, _EXACT_METHODS[exact]) if lora_keys else {}
-    out = {f"weight/{k}": np.asarray(v, dtype=np.float32) for k, v in merged.items()}
-    for key in keys:
-        if key not in out:
-            mean = sum(wi * np.asarray(s[key], dtype=np.float64) for wi, s in zip(w, states, strict=True))
-            out[key] = np.asarray(mean, dtype=np.float32)
-    return {k: out[k] for k in keys}
-
-
-def _check_alike(states: Sequence[State]) -> None:
-    first = states[0]
-    for i, s in enumerate(states[1:], start=1):
-        differ = sorted(set(first) ^ set(s))
-        if differ:
-            raise ValueError(f"state {i} and state 0 differ in key {differ[0]!r} (present in only one of them)")
-        for key in first:
-            if np.shape(s[key]) != np.shape(first[key]):
-                raise ValueError(f"state {i}: {key!r} has shape {np.shape(s[key])}, state 0 has "
-                                 f"{np.shape(first[key])}")
 
 
 def write_checkpoint(root: Path, step: int, state: State, cfg: Config, *, lr_mean: float,

@@ -68,6 +68,22 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
         writer(tmp)
 
 
+def write_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
+    """Named numpy arrays as one .npz (uncompressed), atomically."""
+    import numpy as np
+
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def write_npy(path: str | os.PathLike[str], array: Any) -> None:
+    """One numpy array as .npy, atomically."""
+    import numpy as np
+
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, array)
+
+
 def _nan_to_none(obj: Any) -> Any:
     if isinstance(obj, float) and obj != obj:
         return None

@@ -24,10 +24,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcurate.common import io
 from fedcurate.common.config import Config, FederationConfig, from_flat, load_config, to_flat
+from fedcurate.common.protocol import layout
+from fedcurate.common.protocol.payload import PAYLOAD_TAPS, Payload, RoundResult, SecureSum, tap
 from fedcurate.server.identity import RULE, load_registry
-from fedcurate.server.messages import content_bytes, encode_array, pack, unpack, wire_bytes
 from fedcurate.server.orchestrator import run_phases
-from fedcurate.server.transport import PAYLOAD_TAPS, Payload, RoundResult, SecureSum, tap
+from fedcurate.strategies.messages import content_bytes, encode_array, pack, unpack, wire_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run(grid: Grid, cfg: Config, run_dir: Path, transport: dict[str, Any],
         logger.warning("no site registry: sites are named by their own replies (simulation or --insecure; "
                        "a deployment started with `fedcurate superlink` binds names to registered keys)")
     nodes = wait_for_nodes(grid, cfg.federation, registry)
-    io.write_json(Path(run_dir) / "stats" / "identity.json", {
+    io.write_json(layout.stats_path(run_dir, "identity"), {
         "rule": RULE if registry is not None else "none (sites name themselves)",
         "sites": {str(n): registry[n] for n in nodes} if registry is not None else {},
         "left-out": [str(n) for n in sorted(grid.get_node_ids()) if registry is not None and n not in registry]})
@@ -158,7 +159,7 @@ class FlowerTransport:
 
     def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
         """One SecAgg+ round (`server/secure.py`): the sites' fields `keys`, summed; nothing else comes back."""
-        from fedcurate.server.secure import secure_sum
+        from fedcurate.strategies.secure_sum import secure_sum
 
         instruction = {"record": {**self.record, "step": step}, "phase": phase,
                        "payload": {"values": payload.values,

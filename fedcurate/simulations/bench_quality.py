@@ -107,13 +107,13 @@ def write_data(out: Path, per_site: int, anchor: int, test: int, seed: int) -> t
 def run_method(cfg: Config, run_dir: Path, site_paths: list[Path], flower: bool) -> dict[str, Any]:
     """One complete run; returns the select and evaluate summaries' figures."""
     if flower:
-        from fedcurate.server.simulate import simulate
+        from fedcurate.app.simulate import simulate
 
         simulate(cfg, run_dir, sites=len(site_paths), data_paths=site_paths)
     else:
+        from fedcurate.app.local import LocalTransport
         from fedcurate.client.site import SiteLocation
         from fedcurate.server.orchestrator import run_phases
-        from fedcurate.server.transport import LocalTransport
 
         sites = [SiteLocation(f"site-{i}", str(p), run_dir / "sites" / f"site-{i}") for i, p in enumerate(site_paths)]
         run_phases(cfg, run_dir, LocalTransport(sites, cfg))

@@ -14,7 +14,7 @@ from fedcurate.client.handlers import StaleDataError, handle
 from fedcurate.client.site import SiteLocation, describe_rejects, locate, phase_done, prepare, reject_kind
 from fedcurate.common.config import load_config
 from fedcurate.common.data.sample import DataError, Reject
-from fedcurate.server.transport import Payload
+from fedcurate.common.protocol.payload import Payload
 
 GOOD = [{"id": f"g{i}", "instruction": f"Add {i} and 1.", "output": str(i + 1)} for i in range(3)]
 

@@ -17,7 +17,6 @@ from fedcurate.common.dynamics.checkpoints import list_checkpoints, load_checkpo
 from fedcurate.common.federated_lora import (
     LocalUpdate,
     State,
-    average_states,
     initial_state,
     local_update,
     read_state,
@@ -28,6 +27,7 @@ from fedcurate.common.lora_training import lr_multiplier, train_lora
 from fedcurate.common.models.loading import load_model_and_tokenizer
 from fedcurate.common.models.tiny import build_tiny_model
 from fedcurate.simulations.synthetic import generate_clean
+from fedcurate.strategies.lora_average import average_states
 
 TRAINING = TrainingConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=1e-2, batch_size=4,
                           gradient_accumulation=2, warmup_ratio=0.25, max_steps=6, checkpoints=1, seed=3)

@@ -5,9 +5,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from fedcurate.app.pipeline import run_select
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import write_samples
-from fedcurate.common.pipeline import run_select
 from fedcurate.simulations.synthetic import make_splits
 
 
@@ -39,7 +39,7 @@ def test_select_writes_outputs_and_resumes(tmp_path, caplog):
 def test_demo_runs_every_phase_over_flower_small(tmp_path):
     # Prepare
     from fedcurate.common.demo import run_demo
-    from fedcurate.server.phases import PHASES
+    from fedcurate.common.protocol.layout import PHASES
 
     small = {"synthetic.anchor-size": 60, "synthetic.test-size": 20, "training.epochs": 1.0,
              "model.max-length": 128, "federation.warmup-rounds": 2, "federation.train-rounds": 1,

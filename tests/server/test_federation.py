@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from fedcurate.app.pipeline import run_select
+from fedcurate.app.simulate import simulate
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import load_samples, write_samples
-from fedcurate.common.pipeline import run_select
-from fedcurate.server import transport
-from fedcurate.server.simulate import simulate
+from fedcurate.common.protocol import payload as transport
 from fedcurate.simulations.synthetic import make_splits
 
 SMALL = {"model.max-length": 128, "model.batch-size": 16, "dynamics.batch-size": 16,

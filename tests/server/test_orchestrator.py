@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedcurate.app.local import LocalTransport
 from fedcurate.client.site import SiteLocation
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import write_samples
-from fedcurate.server import threshold
+from fedcurate.common.protocol import histogram as threshold
+from fedcurate.common.protocol.payload import Payload, RoundResult
 from fedcurate.server.orchestrator import PhaseError, run_phases
-from fedcurate.server.transport import LocalTransport, Payload, RoundResult
 from fedcurate.simulations.partition import partition_quality_skew
 
 
@@ -199,7 +200,7 @@ def test_dp_threshold_adds_noise_at_the_sites_and_reports_the_spent_budget(tmp_p
     cfg = load_config(None, {"scoring.scorers": ["random"], "federation.sites": 2, "selection.fraction": 0.5,
                              "selection.bins": 32, "privacy.dp-epsilon": 4.0, "privacy.score-range": [0.0, 1.0]})
     seen: list[tuple[str, Payload]] = []
-    from fedcurate.server import transport as tr
+    from fedcurate.common.protocol import payload as tr
 
     tr.PAYLOAD_TAPS.append(lambda d, site, step, payload, wire: seen.append((step, payload)) if d == "received"
                            else None)

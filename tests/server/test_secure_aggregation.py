@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedcurate.client.handlers import step_dir
+from fedcurate.app.simulate import simulate
 from fedcurate.common.config import ConfigError, load_config
 from fedcurate.common.data.loaders import write_samples
-from fedcurate.server import transport
-from fedcurate.server.secure import check_range, clipping_range
-from fedcurate.server.simulate import simulate
-from fedcurate.server.transport import Payload, integer_sums, summable
+from fedcurate.common.protocol import payload as transport
+from fedcurate.common.protocol.layout import step_dir
+from fedcurate.common.protocol.payload import Payload, integer_sums, summable
 from fedcurate.simulations.synthetic import make_splits
+from fedcurate.strategies.secure_sum import check_range, clipping_range
 
 SITES = ("site-0", "site-1", "site-2")
 SECURE_STEPS = ("curate/counts", "threshold/range", "threshold/hist/0")

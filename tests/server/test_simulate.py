@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fedcurate.app.simulate import simulate, write_synthetic_sites
 from fedcurate.common.config import ConfigError, load_config
-from fedcurate.server.simulate import simulate, write_synthetic_sites
 
 
 def _cfg(**overrides):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedcurate.app.local import LocalTransport
 from fedcurate.client.site import SiteLocation
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.common.privacy import epsilon_of
 from fedcurate.server.orchestrator import run_phases
-from fedcurate.server.transport import LocalTransport
 from fedcurate.simulations.partition import partition_quality_skew
 from fedcurate.strategies.dp_training import dp_average
 

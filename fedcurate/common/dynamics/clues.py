@@ -23,10 +23,12 @@ is scored against the mean gradient of the others (leave-one-out, exact: gbar_-a
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fedcurate.common.dynamics.checkpoints import Checkpoint, apply_checkpoint
@@ -50,6 +52,8 @@ from fedcurate.common.dynamics.scoring import (
 )
 from fedcurate.common.failures import failed
 from fedcurate.common.models.templates import Encoded
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,9 +230,15 @@ def score_anchor(dm: DynamicsModel, anchor: Samples, checkpoints: Sequence[Check
     return _score_set(dm, anchor, checkpoints, anchor_grads, options, leave_one_out)
 
 
-def anchor_threshold(anchor_scores: Sequence[float]) -> float:
-    """CLUES global threshold: tau = mean of the anchor samples' scores (NaNs, i.e. failures, left out)."""
-    valid = [float(s) for s in anchor_scores if not math.isnan(s)]
-    if not valid:
-        raise ValueError("no valid anchor score: cannot set the CLUES threshold")
-    return sum(valid) / len(valid)
+def anchor_threshold(anchor_scores: Sequence[float] | np.ndarray) -> float:
+    """CLUES global threshold: tau = mean score of the public anchor set, scored on the same checkpoints
+    and anchor gradients as the sites' samples (notes: clues_selectit.md §1.4). Scores that are not finite
+    (NaN: a failure; +-inf) are skipped, with a warning."""
+    s = np.asarray(anchor_scores, dtype=np.float64).ravel()
+    finite = s[np.isfinite(s)]
+    if finite.size == 0:
+        raise ValueError(f"no finite anchor score among {s.size}; the CLUES threshold is undefined")
+    if finite.size < s.size:
+        logger.warning("CLUES threshold: %d of %d anchor scores are not finite and were skipped",
+                       s.size - finite.size, s.size)
+    return float(finite.mean())

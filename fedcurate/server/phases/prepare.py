@@ -1,48 +1,38 @@
-"""Server-side bookkeeping of the federated phases, free of Flower: summaries and completion markers.
+"""Phase `prepare`, server side: ask every site to load and validate its data; sum the counts.
 
-    summary = summarize_prepare([{"site": "a", "num_samples": 90, "num_rejects": 10,
-                                  "rejects_by_reason": {"invalid JSON": 10}}, ...])
-    write_phase_done(run_dir, "prepare", summary)    # run_dir/server/prepare/{summary.json, DONE}
-    phase_done(run_dir, "prepare")                   # True: a re-run skips this phase
+    summary = phase_prepare(run)     # totals, per-site counts and shares, rejects by kind, rating histogram
 
-The DONE marker is written after the summary, so its presence means the summary is complete.
+Protocol: `common/protocol/prepare.py`; site side: `client/steps/prepare.py`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from fedcurate.common.io import write_json, write_text
+import numpy as np
 
-PHASES = ("prepare", "curate", "warmup", "dynamics", "threshold", "select", "train", "evaluate")  # run order
-
-
-def phase_dir(run_dir: Path, phase: str) -> Path:
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
-    return Path(run_dir) / "server" / phase
+from fedcurate.common.protocol import prepare as protocol
+from fedcurate.common.protocol.payload import Payload
+from fedcurate.server.run import Run
 
 
-def phase_done(run_dir: Path, phase: str) -> bool:
-    return (phase_dir(run_dir, phase) / "DONE").is_file()
-
-
-def read_summary(run_dir: Path, phase: str) -> dict[str, Any]:
-    """The summary.json a finished phase wrote."""
-    import json
-
-    return json.loads((phase_dir(run_dir, phase) / "summary.json").read_text(encoding="utf-8"))
-
-
-def write_phase_done(run_dir: Path, phase: str, summary: dict[str, Any]) -> Path:
-    """Write `summary.json`, then the `DONE` marker (both atomically); returns the summary path."""
-    out = phase_dir(run_dir, phase)
-    write_json(out / "summary.json", summary)
-    write_text(out / "DONE", datetime.now(UTC).isoformat(timespec="seconds") + "\n")
-    return out / "summary.json"
+def phase_prepare(run: Run) -> dict[str, Any]:
+    result = run.round("prepare", "prepare", Payload(), protocol.check_reply)
+    summary = summarize_prepare([
+        {"site": s, "num_samples": int(r.values["num-samples"]), "num_rejects": int(r.values["num-rejects"]),
+         "rejects_by_reason": dict(r.values.get("rejects-by-reason", {}))} for s, r in result.replies.items()])
+    if all("num-clean" in r.values for r in result.replies.values()):
+        summary["num_clean"] = sum(int(r.values["num-clean"]) for r in result.replies.values())
+    hists = [r.values["rating-histogram"] for r in result.replies.values() if "rating-histogram" in r.values]
+    if hists:
+        width = max(len(h) for h in hists)
+        summary["rating_histogram"] = np.sum([np.pad(np.asarray(h, dtype=np.int64), (0, width - len(h)))
+                                              for h in hists], axis=0).tolist()
+        summary["num_unrated"] = sum(int(r.values.get("num-unrated", 0)) for r in result.replies.values())
+    summary["excluded"] = result.excluded
+    run.write_site_stats("prepare", result)
+    return summary
 
 
 def summarize_prepare(site_replies: list[dict[str, Any]]) -> dict[str, Any]:

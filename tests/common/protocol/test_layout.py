@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fedcurate.server.phases import PHASES, phase_dir, phase_done, summarize_prepare, write_phase_done
+from fedcurate.common.protocol.layout import PHASES, phase_dir, phase_done, write_phase_done
+from fedcurate.server.phases.prepare import summarize_prepare
 
 
 def _reply(site: str, n: int, bad: int, by_reason: dict[str, int] | None = None) -> dict:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedcurate.strategies.validation import (
+from fedcurate.common.protocol.validation import (
     expected_spec,
     validate_arrays,
     validate_counts,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedcurate.server.transport import Payload
+from fedcurate.common.protocol.payload import Payload
 
 
 def pack(payload: Payload, config: dict[str, Any]) -> RecordDict:

@@ -1,13 +1,12 @@
-"""How the orchestrator talks to sites, free of Flower: payloads, round results, the in-process transport.
+"""How the server talks to sites, free of Flower: payloads, round results, the `Transport` interface.
 
-    transport = LocalTransport([SiteLocation("site-0", "data.jsonl", Path("runs/x/sites/site-0"))], cfg)
-    result = transport.round("prepare", "prepare", Payload())      # every site runs `handle("prepare", ...)`
+    result = transport.round("prepare", "prepare", Payload())      # every site runs its `prepare` step
     result.replies["site-0"].values["num-samples"]
 
-The orchestrator (`server/orchestrator.py`) only sees this interface. `LocalTransport` calls the site
-handlers (`client/handlers.py`) in this process: centralized mode, and unit tests. `FlowerTransport`
-(`server/server_app.py`) sends the same payloads as Flower messages and unpacks the replies, so a
-federated run and a centralized run go through the same functions.
+The server's phases (`server/phases/`) only see this interface. `FlowerTransport` (`server/server_app.py`)
+sends payloads as Flower messages and unpacks the replies; `LocalTransport` (`app/local.py`) calls the
+site steps (`client/handlers.py`) in this process (centralized mode, tests). A federated run and a
+centralized run therefore go through the same functions.
 
 A payload is what may leave a site or the server: small JSON-able `values` (numbers, strings, lists and
 string-keyed dicts of them) and named numpy `arrays` (adapter tensors, counts, histograms). Never rows.
@@ -119,45 +118,3 @@ def tap(direction: str, site: str, step: str, payload: Payload, wire: bytes | No
                                                          for a in payload.arrays.values())
     for fn in PAYLOAD_TAPS:
         fn(direction, site, step, payload, wire)
-
-
-class LocalTransport:
-    """Runs the site handlers in this process, one site after the other (centralized mode, tests)."""
-
-    def __init__(self, sites: Sequence[Any], cfg: Any) -> None:
-        from fedcurate.client.handlers import handle  # client code runs here: centralized mode
-
-        self.sites, self.cfg, self._handle = list(sites), cfg, handle
-
-    def round(self, phase: str, step: str, payload: Payload,
-              per_site: dict[str, Payload] | None = None) -> RoundResult:
-        result = RoundResult(replies={})
-        for where in self.sites:
-            sent = (per_site or {}).get(where.site, payload)
-            tap("sent", where.site, step, sent)
-            try:
-                reply = self._handle(step, self.cfg, where, sent)
-            except Exception as err:  # noqa: BLE001 - one site's failure excludes that site, like a Flower error reply
-                if len(self.sites) == 1:
-                    raise
-                result.excluded.append({"site": where.site, "reason": f"{type(err).__name__}: {err}"})
-                logger.exception("[%s] site %s failed", step, where.site)
-                continue
-            tap("received", where.site, step, reply)
-            result.replies[where.site] = reply
-            result.traffic[where.site] = {"sent": sent.num_bytes(), "received": reply.num_bytes()}
-        return result
-
-    def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
-        """In process, the sum is taken here and only the sum is returned; the orchestrator never sees a
-        site's own vector (a Flower deployment uses SecAgg+, `server_app.FlowerTransport.secure_sum`)."""
-        result = self.round(phase, step, payload)
-        vectors, sites = [], []
-        for site, reply in sorted(result.replies.items()):
-            try:
-                vectors.append(summable(reply, keys))
-                sites.append(site)
-            except ValueError as err:
-                result.excluded.append({"site": site, "reason": str(err)})
-        return SecureSum(integer_sums(vectors, keys) if vectors else {}, sites, result.excluded,
-                         {s: result.traffic[s] for s in sites})

@@ -1,8 +1,8 @@
-"""Centralized mode: the phases of a federated run with one in-process site, plus per-scorer scoring.
+"""Centralized mode: the phases of a federated run with one in-process site.
 
     fedcurate select --config configs/centralized.toml --input data.jsonl --out runs/c1
 
-`run_select` runs the same orchestrator (`server/orchestrator.py`) and site steps (`client/handlers.py`)
+`run_select` runs the same phases (`server/phases/`) and site steps (`client/steps/`)
 as a federation, through an in-process transport, so one site gives the same selection as a one-site
 federation. Besides the run directory of a federated run (`server/`, `sites/local/`, `stats/`) it writes,
 atomically, at the top of the run directory:
@@ -19,39 +19,27 @@ skips finished scorers, and finished phases are not redone.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from fedcurate.app.local import LocalTransport
+from fedcurate.client.site import SiteLocation
+from fedcurate.client.steps.dynamics import site_columns
 from fedcurate.common import io
-from fedcurate.common.config import Config, primary_scorer, to_dict
-from fedcurate.common.data.sample import Sample
-from fedcurate.common.scorers import SCORERS, failure_reason
+from fedcurate.common.config import Config, primary_scorer
+from fedcurate.common.protocol import layout
+from fedcurate.common.score_columns import ScoreColumn
 from fedcurate.common.selection import orient, select
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScoreColumn:
-    """One scorer's output over a whole dataset."""
-
-    name: str
-    higher_is_better: bool
-    values: list[float]
-    reasons: list[str]
-    seconds: float
-
+from fedcurate.server.orchestrator import run_phases
 
 CENTRAL_SITE = "local"
 
@@ -59,16 +47,12 @@ CENTRAL_SITE = "local"
 def run_select(cfg: Config, out_dir: Path, input_path: Path | None = None) -> dict[str, Any]:
     """Run the phases of a federated run with one in-process site (up to `select`, or `run.stop-after`);
     returns the stats written to `stats.json`."""
-    from fedcurate.client.site import SiteLocation
-    from fedcurate.server.orchestrator import run_phases
-    from fedcurate.server.transport import LocalTransport
-
     out_dir = Path(out_dir)
     path = input_path or cfg.data.path
     if not path:
         raise ValueError("no input data: give --input or set data.path")
     cfg = replace(cfg, run=replace(cfg.run, dir=str(out_dir)))
-    where = SiteLocation(CENTRAL_SITE, str(path), out_dir / "sites" / CENTRAL_SITE)
+    where = SiteLocation(CENTRAL_SITE, str(path), layout.site_dir(out_dir, CENTRAL_SITE))
     t0 = time.perf_counter()
     summaries = run_phases(cfg, out_dir, LocalTransport([where], cfg), stop_after=cfg.run.stop_after or "select")
     stats = write_central_outputs(cfg, out_dir, where.site_dir, summaries)
@@ -80,10 +64,6 @@ def run_select(cfg: Config, out_dir: Path, input_path: Path | None = None) -> di
 def write_central_outputs(cfg: Config, out_dir: Path, site_dir: Path,
                           summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """scores.parquet, selected.jsonl, rejects.jsonl at the top of a centralized run; returns its stats."""
-    import shutil
-
-    from fedcurate.client.handlers import site_columns
-
     io.write_with(out_dir / "rejects.jsonl", lambda tmp: shutil.copyfile(site_dir / "prepare" / "rejects.jsonl", tmp))
     picked = pq.read_table(site_dir / "select" / "scores.parquet").to_pydict()
     io.write_with(out_dir / "selected.jsonl",
@@ -110,59 +90,12 @@ def write_central_outputs(cfg: Config, out_dir: Path, site_dir: Path,
         "threshold": site_stats["threshold"],
         "failures_by_scorer": {c.name: sum(1 for r in c.reasons if r) for c in columns},
         "timings_s": {p: s.get("seconds", 0.0) for p, s in summaries.items()},
-        "phases": {p: str(out_dir / "server" / p / "summary.json") for p in summaries},
+        "phases": {p: str(layout.summary_path(out_dir, p)) for p in summaries},
     }
     labels = None if "clean" not in picked else np.asarray(picked["clean"], dtype=bool)
     if labels is not None:
         stats["precision"] = precision_by_scorer(labels, columns, cfg)
     return stats
-
-
-def score_dataset(name: str, samples: Sequence[Sample], cfg: Config, cache_dir: Path) -> ScoreColumn:
-    """Score every sample with scorer `name`, in batches; reuse a cached result for the same inputs."""
-    key = _cache_key(name, samples, cfg)
-    cache = cache_dir / f"{name}.json"
-    if cache.exists():
-        cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            log.info("scorer %s: reusing %s", name, cache)
-            values = [float("nan") if v is None else float(v) for v in cached["values"]]
-            return ScoreColumn(name, cached["higher_is_better"], values, cached["reasons"], cached["seconds"])
-    scorer = SCORERS.get(name)(cfg)
-    t0 = time.perf_counter()
-    if hasattr(scorer, "score_dataset"):  # dataset-level (kNN, curation): one call over everything
-        values = list(scorer.score_dataset(samples))
-    else:
-        values = []
-        step = max(1, cfg.model.batch_size * 8)
-        for start in tqdm(range(0, len(samples), step), desc=f"score {name}", unit="batch", leave=False):
-            values.extend(scorer.score_batch(samples[start:start + step]))
-    if len(values) != len(samples):
-        raise RuntimeError(f"scorer {name!r} returned {len(values)} scores for {len(samples)} samples")
-    seconds = time.perf_counter() - t0
-    column = ScoreColumn(name, bool(scorer.higher_is_better), [float(v) for v in values],
-                         [failure_reason(v) for v in values], seconds)
-    io.write_json(cache, {"key": key, **asdict(column)})
-    return column
-
-
-def _cache_key(name: str, samples: Sequence[Sample], cfg: Config) -> str:
-    h = hashlib.sha256()
-    # every section a scorer may read, but not where outputs go or how many samples are kept
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in ("run", "data", "selection", "federation")}
-    settings["scoring"] = {"seed": cfg.scoring.seed}
-    h.update(json.dumps([name, settings], sort_keys=True).encode())
-    for s in samples:
-        h.update(json.dumps([s.id, s.instruction, s.input, s.response]).encode())
-    return h.hexdigest()
-
-
-def ground_truth(samples: Sequence[Sample]) -> np.ndarray | None:
-    """The `clean` flags of labelled (e.g. synthetic) data, or None if any sample lacks one."""
-    flags = [s.metadata.get("clean") for s in samples]
-    if not flags or any(not isinstance(f, bool) for f in flags):
-        return None
-    return np.asarray(flags, dtype=bool)
 
 
 def precision_by_scorer(labels: np.ndarray, columns: Sequence[ScoreColumn], cfg: Config) -> dict[str, Any]:

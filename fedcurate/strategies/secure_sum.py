@@ -46,7 +46,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
-from fedcurate.server.transport import SecureSum
+from fedcurate.common.protocol.payload import SecureSum
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class _CountingGrid:
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        from fedcurate.server.messages import content_bytes
+        from fedcurate.strategies.messages import content_bytes
 
         messages = list(messages)
         for msg in messages:
@@ -191,7 +191,7 @@ def site_contribution(msg: Message, run: Any) -> Message:
     `keys` as float vectors (which the mod masks) and the site's name as its only metric."""
     from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitins
 
-    from fedcurate.server.transport import summable
+    from fedcurate.common.protocol.payload import summable
 
     ins = recorddict_to_fitins(msg.content, keep_input=True)
     instruction = json.loads(str(ins.config[INSTRUCTION_KEY]))
