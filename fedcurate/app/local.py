@@ -26,11 +26,10 @@ class LocalTransport:
     def __init__(self, sites: Sequence[SiteLocation], cfg: Config) -> None:
         self.sites, self.cfg, self._handle = list(sites), cfg, handle
 
-    def round(self, phase: str, step: str, payload: Payload,
-              per_site: dict[str, Payload] | None = None) -> RoundResult:
+    def round(self, phase: str, step: str, payload: Payload) -> RoundResult:
         result = RoundResult(replies={})
         for where in self.sites:
-            sent = (per_site or {}).get(where.site, payload)
+            sent = payload
             tap("sent", where.site, step, sent)
             try:
                 reply = self._handle(step, self.cfg, where, sent)

@@ -106,10 +106,7 @@ class FlowerTransport:
         self.site_of: dict[int, str] = dict(registry or {})
         self.banned: set[int] = set()
 
-    def round(self, phase: str, step: str, payload: Payload,
-              per_site: dict[str, Payload] | None = None) -> RoundResult:
-        if per_site:
-            raise NotImplementedError("per-site payloads are not used by any phase")
+    def round(self, phase: str, step: str, payload: Payload) -> RoundResult:
         msgs = [Message(pack(payload, {**self.record, "step": step}), dst_node_id=node,
                         message_type=f"{MessageType.QUERY}.{phase}", group_id=step) for node in self.nodes]
         first = msgs[0].content if msgs else pack(payload, {})  # measured before sending: the grid consumes them

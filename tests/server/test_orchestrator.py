@@ -114,8 +114,8 @@ class CorruptingTransport(LocalTransport):
         super().__init__(sites, cfg)
         self.site, self.step, self.tamper = site, step, tamper
 
-    def round(self, phase, step, payload, per_site=None) -> RoundResult:
-        result = super().round(phase, step, payload, per_site)
+    def round(self, phase, step, payload) -> RoundResult:
+        result = super().round(phase, step, payload)
         if step.startswith(self.step) and self.site in result.replies:
             self.tamper(result.replies[self.site])
         return result

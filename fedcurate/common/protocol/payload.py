@@ -69,8 +69,7 @@ class SecureSum:
 class Transport(Protocol):
     """Sends one payload to every site (all running `handle(step, ...)`) and collects the replies."""
 
-    def round(self, phase: str, step: str, payload: Payload,
-              per_site: dict[str, Payload] | None = None) -> RoundResult: ...
+    def round(self, phase: str, step: str, payload: Payload) -> RoundResult: ...
 
     def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
         """Every site runs `step`; the server gets only the sum over sites of the reply fields `keys`."""

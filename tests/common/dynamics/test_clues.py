@@ -120,9 +120,10 @@ def test_threshold_is_the_mean_anchor_score(trained) -> None:
 
 
 def test_threshold_ignores_failures_and_needs_one_valid_score() -> None:
-    # Execute / Assert
+    # Execute / Assert: failures (NaN) and infinite scores are skipped, so tau is finite
     assert anchor_threshold([1.0, float("nan"), 3.0]) == 2.0
-    with pytest.raises(ValueError, match="no valid anchor score"):
+    assert anchor_threshold([1.0, 2.0, 6.0, float("inf"), float("-inf")]) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="no finite anchor score"):
         anchor_threshold([float("nan")])
 
 
