@@ -17,10 +17,10 @@ epoch seeded by (seed, epoch)). So two calls of 3 steps, the second fed the firs
 Dropout masks are drawn from the torch RNG seeded by (seed, start_step). The base model (wrapped with the
 LoRA layers) is loaded once per process and configuration; every call first resets the LoRA weights.
 
-Averaging: "weight/" keys go through the LoRA FedAvg maths of `strategies.lora_fedavg.aggregate_lora`
-(exact None = FedIT, A and B averaged separately; "svd" = the mean product re-factored), computed by
-`strategies.merging.merge_adapters` so that nothing here imports Flower; Adam moments are plain weighted
-means. After "svd" the factors live in a new basis, so their averaged moments are only an approximation.
+Averaging: "weight/" keys go through the LoRA FedAvg maths of `strategies.merging.aggregate_lora` (exact
+None = FedIT, A and B averaged separately; "svd" = the mean product re-factored; "stack" is refused, the
+moments need fixed shapes), computed by `merge_adapters`; Adam moments are plain weighted means. After
+"svd" the factors live in a new basis, so their averaged moments are only an approximation.
 """
 
 from __future__ import annotations
