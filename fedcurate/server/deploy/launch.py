@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import fedcurate
 from fedcurate.server.deploy.processes import CONNECTION, STARTED_FILE, DeployError, flower_bin, flwr_cli
 
 
 def app_dir() -> Path:
-    """The fedcurate source tree (holds the pyproject with the Flower app section)."""
-    root = Path(__file__).resolve().parents[2]
+    """The fedcurate source tree: the folder of the `fedcurate` package, which holds the pyproject with the
+    Flower app section."""
+    root = Path(fedcurate.__file__).resolve().parents[1]
     if not (root / "pyproject.toml").exists():
         raise DeployError(f"{root} is not a fedcurate source tree; run `fedcurate launch` from a checkout "
                           f"(`flwr run` builds the app from its pyproject.toml)")
