@@ -92,11 +92,6 @@ def load_dynamics(cfg: Config) -> tuple[DynamicsModel, list[Checkpoint]]:
     return _LOADED[key]
 
 
-def clear_dynamics_cache() -> None:
-    """Forget the models loaded by `load_dynamics`."""
-    _LOADED.clear()
-
-
 def missing_inputs(cfg: Config, need_train: bool = False) -> str:
     """Why the dynamics scorers cannot run with `cfg` ('' when they can): no anchor set, no checkpoints."""
     root = checkpoints_dir(cfg)

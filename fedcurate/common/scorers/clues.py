@@ -7,8 +7,8 @@ with the mean gradient of a clean anchor set, over the training checkpoints (Tra
 (equations and options in fedcurate.common.dynamics.clues). Higher is better. Needs
 `dynamics.anchor-path` and checkpoints from `prepare_checkpoints(cfg, samples)` in
 `dynamics.checkpoints-dir` (default <run.dir>/dynamics); without them every sample fails with the
-reason (the `select` pipeline prepares the checkpoints). `threshold()` gives the CLUES global threshold:
-the mean score of the anchor samples on the same checkpoints.
+reason (the `select` pipeline prepares the checkpoints). The CLUES global threshold (the mean score of the
+anchor samples on the same checkpoints) is set by the server: `selection.mode = "anchor"`.
 
 In a federated run the server sends the checkpoints together with their anchor gradients
 (`anchor-gradients.safetensors` beside them); the scorer then uses those and needs no anchor set.
@@ -27,7 +27,7 @@ from fedcurate.common.dynamics.checkpoints import (
     list_checkpoints,
     load_anchor_gradients,
 )
-from fedcurate.common.dynamics.clues import anchor_gradients, anchor_threshold, clues_scores, score_anchor
+from fedcurate.common.dynamics.clues import anchor_gradients, clues_scores
 from fedcurate.common.dynamics.prepare import load_anchor, load_dynamics, missing_inputs, score_options
 from fedcurate.common.dynamics.scoring import Grads
 from fedcurate.common.scorers.base import SCORERS, failed
@@ -65,12 +65,6 @@ class CluesScorer:
         grads = self._prepared()
         dm, ckpts = load_dynamics(self.config)
         return clues_scores(dm, samples, ckpts, grads, self.options)
-
-    def threshold(self) -> float:
-        """tau = mean score of the anchor samples (keep samples with S >= tau)."""
-        grads = self._prepared()
-        dm, ckpts = load_dynamics(self.config)
-        return anchor_threshold(score_anchor(dm, load_anchor(self.config), ckpts, grads, self.options))
 
 
 def _has_given_gradients(cfg: Config) -> bool:

@@ -15,7 +15,7 @@ from fedcurate.common.config import Config, load_config
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.dynamics.checkpoints import list_checkpoints, load_checkpoint
-from fedcurate.common.dynamics.clues import ScoreOptions, anchor_gradients, clues_scores, score_anchor
+from fedcurate.common.dynamics.clues import ScoreOptions, anchor_gradients, clues_scores
 from fedcurate.common.dynamics.prepare import TRAIN_FILE, load_dynamics, prepare_checkpoints
 from fedcurate.common.scorers import SCORERS, Scorer, failure_reason
 from fedcurate.simulations.synthetic import generate_clean
@@ -68,17 +68,6 @@ def test_clues_scorer_uses_the_dynamics_settings(cfg: Config, trained) -> None:
     # Assert
     assert got == pytest.approx(want, rel=1e-6)
     assert all(-1.0 <= v / max(c.lr_mean for c in ckpts) <= 1.0 for v in got)
-
-
-def test_clues_threshold_is_the_mean_anchor_score(cfg: Config, trained) -> None:
-    # Prepare
-    scorer = SCORERS.get("clues")(cfg)
-    dm, ckpts = load_dynamics(cfg)
-    # Execute
-    tau = scorer.threshold()
-    anchor_scores = score_anchor(dm, trained.anchor, ckpts, anchor_gradients(dm, trained.anchor, ckpts))
-    # Assert
-    assert tau == pytest.approx(sum(anchor_scores) / len(anchor_scores), rel=1e-6)
 
 
 def test_prepare_checkpoints_writes_and_reuses(cfg: Config, trained) -> None:
