@@ -6,7 +6,7 @@
 Flower implements SecAgg+ only in its legacy workflow (`SecAggPlusWorkflow` on the server, `secaggplus_mod`
 on the client, replies in the legacy FitRes layout), so one secure round here is one legacy "fit" round:
 the instruction (the flat config, the step and the payload, as one JSON string) travels in the FitIns
-config; each site runs the step (`client/handlers.py`), keeps all of its reply but the fields `keys`, and
+config; each site runs the step (`client/handlers.py`, `client/steps/`), keeps all of its reply but the fields `keys`, and
 returns those as float vectors that the mod quantises, masks with pairwise and private masks, and sends.
 The server unmasks only the sum.
 
