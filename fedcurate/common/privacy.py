@@ -6,8 +6,8 @@ its own sample count and score histograms before they leave the site (`noisy_cou
 `sigma_for`. The LoRA rounds (`privacy.train-noise-multiplier`, `strategies/dp_training.py`): the server
 clips every site's update, averages and noises them (one site's data is the neighbouring relation there).
 For both, an `Accountant` (in `server/phases/threshold.py` and `server/phases/lora.py`) adds up the privacy
-spent by every release of a run under zero-concentrated DP (zCDP) and reports it as (epsilon, delta)-DP. Bun & Steinke, "Concentrated Differential
-Privacy: Simplifications, Extensions, and Lower Bounds" (TCC 2016):
+spent by every release of a run under zero-concentrated DP (zCDP) and reports it as (epsilon, delta)-DP.
+Bun & Steinke, "Concentrated Differential Privacy: Simplifications, Extensions, and Lower Bounds" (TCC 2016):
 
     Gaussian mechanism, L2 sensitivity D, noise std sigma:  rho = D^2 / (2 sigma^2)    (Prop. 1.6)
     k releases compose by adding their rho                                            (Lemma 2.3)
