@@ -82,11 +82,15 @@ def test_supernode_preflight_names_the_bad_input(tmp_path):
     assert "cannot connect" in closed
 
 
+ROUND_TIMEOUT_S = 150.0
+
+
 @pytest.mark.integration
 @needs_nginx
 def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_others(tmp_path):
-    # Prepare: 3 registered sites, min-sites 2, short round timeout
-    certs, port, config = _setup(tmp_path, "abc", min_sites=2, timeout_s=30.0, seed=2,
+    # Prepare: 3 registered sites, min-sites 2, a round timeout that a live site meets even on a loaded machine
+    # (a site's first reply starts a ClientApp process: 60-80 s were seen at a load of 8 on 2 cores)
+    certs, port, config = _setup(tmp_path, "abc", min_sites=2, timeout_s=ROUND_TIMEOUT_S, seed=2,
                                  extra='[run]\nstop-after = "select"\n')
     address = f"127.0.0.1:{port}"
     procs: dict[str, subprocess.Popen] = {}
@@ -117,7 +121,7 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_ot
     assert set(select["sites"]) == {"a", "b"}
     lost = [e for p in ("dynamics", "threshold") for e in
             json.loads((run / "server" / p / "summary.json").read_text())["exclusions"]]
-    assert [e["site"] for e in lost] == ["c"] and "no reply within 30 s" in lost[0]["reason"]
+    assert [e["site"] for e in lost] == ["c"] and f"no reply within {ROUND_TIMEOUT_S:.0f} s" in lost[0]["reason"]
 
 
 def _pids(log: Path) -> dict[str, int]:
