@@ -84,7 +84,7 @@ def run_demo(out_dir: Path, num_samples: int | None = None, extra: dict[str, obj
     simulate(cfg, out_dir, sites=cfg.federation.sites, data_dir=out_dir / "data")
     report = out_dir / "report.md"
     io.write_text(report, demo_report(out_dir))
-    from fedcurate.common.report import write_report
+    from fedcurate.app.report import write_report
 
     write_report(out_dir)  # report.html beside it: plots of every phase
     return report

@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from fedcurate.app import report_plots as plots
 from fedcurate.common import io
-from fedcurate.common import report_plots as plots
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def _class_counts(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def section_threshold(run: RunView) -> str:
-    from fedcurate.common.demo import describe_composite
+    from fedcurate.app.demo import describe_composite
 
     thr = run.done("threshold")
     if not thr:

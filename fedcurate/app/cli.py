@@ -315,7 +315,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fedcurate.common.report import ReportError, write_report
+    from fedcurate.app.report import ReportError, write_report
 
     try:
         print(f"report: {write_report(args.run_dir, args.out)}")
@@ -326,7 +326,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from fedcurate.common.report import ReportError, write_comparison
+    from fedcurate.app.report import ReportError, write_comparison
 
     try:
         html_path = write_comparison(args.run_dirs, args.out, args.labels)
@@ -509,7 +509,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fedcurate.common.demo import run_demo
+    from fedcurate.app.demo import run_demo
 
     report = run_demo(args.out, num_samples=args.samples)
     print(report.read_text(encoding="utf-8"))
