@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from fedcurate.app.report import ReportError, write_comparison, write_report
-from fedcurate.app.report_plots import coarsen
+from fedcurate.app.report.plots import coarsen
 from fedcurate.client.site import SiteLocation
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import load_samples, write_samples
