@@ -25,7 +25,7 @@ report's sections and `write_report`), `compare` (`write_comparison`), `plots` (
 
 from fedcurate.app.report.compare import expand_runs, run_figures, write_comparison
 from fedcurate.app.report.run import ReportError, RunView, is_run_dir, load_run
-from fedcurate.app.report.sections import SECTIONS, write_report
+from fedcurate.app.report.sections import SECTIONS, describe_composite, write_report
 
-__all__ = ["SECTIONS", "ReportError", "RunView", "expand_runs", "is_run_dir", "load_run", "run_figures",
-           "write_comparison", "write_report"]
+__all__ = ["SECTIONS", "ReportError", "RunView", "describe_composite", "expand_runs", "is_run_dir", "load_run",
+           "run_figures", "write_comparison", "write_report"]

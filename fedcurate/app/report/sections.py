@@ -139,9 +139,15 @@ def _class_counts(values: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(np.clip(np.rint(v), 0, k - 1).astype(int), minlength=k)
 
 
-def section_threshold(run: RunView) -> str:
-    from fedcurate.app.demo import describe_composite
+def describe_composite(spec: dict[str, Any]) -> str:
+    """'clues' or '1 x z(clues) + 1 x z(perplexity)' (z: standardised with federation-wide moments, oriented)."""
+    if "primary" in spec:
+        return str(spec["primary"])
+    return " + ".join(f"{w:g} x z({n})" for n, w in zip(spec.get("scorers", []), spec.get("weights", []),
+                                                        strict=True) if w)
 
+
+def section_threshold(run: RunView) -> str:
     thr = run.done("threshold")
     if not thr:
         return not_run(run.why_missing("threshold"))
