@@ -128,8 +128,8 @@ def run_method(cfg: Config, run_dir: Path, site_paths: list[Path], flower: bool)
 def run_bench(out: Path, per_site: int = 400, fraction: float = 0.4, anchor: int = 400, test: int = 200,
               seed: int = 0, flower: bool = False, only: Sequence[str] = (), ref_epochs: float | None = None,
               settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    from fedcurate.app.demo import train_reference_model
     from fedcurate.common.data.loaders import load_samples
-    from fedcurate.common.demo import train_reference_model
 
     start = time.perf_counter()
     out = Path(out).resolve()

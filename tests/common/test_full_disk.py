@@ -24,7 +24,7 @@ SETTINGS = ["scoring.scorers=['length', 'random']", "selection.fraction=0.5", "d
 
 
 def _select(data: Path, out: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fedcurate.common.cli", "select", "--input", str(data), "--out", str(out)]
+    cmd = [sys.executable, "-m", "fedcurate.app.cli", "select", "--input", str(data), "--out", str(out)]
     for s in SETTINGS:
         cmd += ["--set", s]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})

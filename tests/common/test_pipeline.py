@@ -38,7 +38,7 @@ def test_select_writes_outputs_and_resumes(tmp_path, caplog):
 @pytest.mark.integration
 def test_demo_runs_every_phase_over_flower_small(tmp_path):
     # Prepare
-    from fedcurate.common.demo import run_demo
+    from fedcurate.app.demo import run_demo
     from fedcurate.common.protocol.layout import PHASES
 
     small = {"synthetic.anchor-size": 60, "synthetic.test-size": 20, "training.epochs": 1.0,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "fedcurate.common.cli"]
+CLI = [sys.executable, "-m", "fedcurate.app.cli"]
 BIN = Path(sys.executable).parent
 HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").is_file()
 needs_nginx = pytest.mark.skipif(not HAS_NGINX and os.environ.get("FEDCURATE_REQUIRE_NGINX") != "1",

@@ -21,7 +21,7 @@ from fedcurate.server.certs import (
     registered_sites,
 )
 
-CLI = [sys.executable, "-m", "fedcurate.common.cli"]
+CLI = [sys.executable, "-m", "fedcurate.app.cli"]
 
 
 def _private_keys(folder):

@@ -96,7 +96,7 @@ def test_no_message_of_a_simulated_run_carries_sample_text(tmp_path):
 def test_killed_after_threshold_a_rerun_resumes_at_select(tmp_path):
     # Prepare
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fedcurate.common.cli", "simulate", "--sites", "2", "--out", str(run_dir),
+    cmd = [sys.executable, "-m", "fedcurate.app.cli", "simulate", "--sites", "2", "--out", str(run_dir),
            "--set", "scoring.scorers=['length','random']", "--set", "synthetic.num-samples=100",
            "--set", "synthetic.anchor-size=10", "--set", "synthetic.test-size=10",
            "--set", "federation.train-rounds=1", "--set", "federation.local-steps=2",

@@ -252,7 +252,7 @@ def test_sites_evaluate_the_trained_adapter_on_their_own_test_sets(tmp_path):
     assert abs(ev["mean"]["token-accuracy"] - direct.token_accuracy) < 1e-6
     assert ev["per_site"]["site-1"]["num-samples"] == 0 and "no test set" in ev["per_site"]["site-1"]["skipped"]
     assert "test_path" not in summaries["evaluate"]  # no server test set given
-    from fedcurate.common.report import write_report
+    from fedcurate.app.report import write_report
 
     page = write_report(tmp_path / "run").read_text()
     assert "each site&#x27;s own held-out set" in page or "each site's own held-out set" in page

@@ -137,7 +137,7 @@ def plot_transition_matrix(T: np.ndarray, path: Path) -> None:
     """Save T (rows: true score, columns: rated score) as an annotated heatmap PNG."""
     from matplotlib.figure import Figure
 
-    from fedcurate.common.report_plots import draw_transition, render
+    from fedcurate.common.figures import draw_transition, render
 
     fig = Figure(figsize=(4.2, 3.6), layout="constrained")
     draw_transition(fig, fig.subplots(), T)

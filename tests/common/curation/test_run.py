@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from fedcurate.common.cli import main
+from fedcurate.app.cli import main
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.common.data.sample import Sample
 from fedcurate.simulations.raters import corrupt_scores, transition_matrix_from_diagonal

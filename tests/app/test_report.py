@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fedcurate.app.local import LocalTransport
+from fedcurate.app.pipeline import run_select
+from fedcurate.app.report import ReportError, write_comparison, write_report
+from fedcurate.app.report.plots import coarsen
 from fedcurate.client.site import SiteLocation
 from fedcurate.common.config import load_config
 from fedcurate.common.data.loaders import load_samples, write_samples
-from fedcurate.common.pipeline import run_select
-from fedcurate.common.report import ReportError, write_comparison, write_report
-from fedcurate.common.report_plots import coarsen
 from fedcurate.server.orchestrator import run_phases
-from fedcurate.server.transport import LocalTransport
 from fedcurate.simulations.partition import partition_quality_skew
 from fedcurate.simulations.synthetic import make_splits
 

@@ -1,23 +1,12 @@
-"""Self-contained HTML report of a run directory, and one comparison table across runs.
+"""The sections of a run report, and `write_report`, which strings them into one HTML page.
 
-    fedcurate report runs/demo                         # -> runs/demo/report.html
-    fedcurate compare runs/a runs/b --out runs/cmp     # -> runs/cmp/comparison.{html,md,json,png}
-    fedcurate compare runs/bench-quality --out runs/cmp   # a folder of runs (a benchmark's --out): each one
+    write_report(Path("runs/demo"))                    # -> runs/demo/report.html
+    write_report(Path("runs/demo"), Path("r.html"))    # -> r.html
+    section_threshold(load_run(Path("runs/demo")))     # one section's HTML
 
-    write_report(Path("runs/demo"))                    # returns the path of report.html
-    write_comparison([Path("runs/a"), Path("runs/b")], Path("runs/cmp"), labels=["a", "b"])
-
-The report reads only what the phases wrote (`run.json`, `server/<phase>/summary.json` + `DONE`,
-`stats/*.json`, `sites/<site>/...`) and works for federated and centralized runs (one site, `local`) and for
-runs that stopped early: a section whose phase did not run says "not run" and why. Its sections (stable
-ids): overview, scores, transition, threshold, selection, training, communication, evaluation, privacy.
-Every figure is a PNG embedded as a base64 data URI: one HTML file, no script, nothing fetched.
-In a deployment the server's run directory has no `sites/`: the per-site score plots are then "not run".
-
-The comparison writes, into the folder `out`: `comparison.md` (the table), `comparison.json` (its rows),
-`comparison.png` (bars across runs: kept, precision of the kept set when ground truth is known, held-out
-loss, token accuracy, exact match) and `comparison.html` (the table and the plot embedded), whose path it
-returns.
+Sections (stable ids, in order): overview, scores, transition, threshold, selection, training,
+communication, evaluation, privacy. Each takes a `RunView` and returns HTML; a section whose phase did not
+run says "not run" and why.
 """
 
 from __future__ import annotations
@@ -25,166 +14,27 @@ from __future__ import annotations
 import html
 import json
 import logging
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from fedcurate.app.report import plots
+from fedcurate.app.report.html import fmt, img, not_run, page, para, table
+from fedcurate.app.report.run import RunView, load_run, mode_of, progress, read_json
 from fedcurate.common import io
-from fedcurate.common import report_plots as plots
 
 log = logging.getLogger(__name__)
 
-PROGRESS_MIN_ITEMS = 8  # show a progress bar when reading or plotting at least this many sites or runs
 NOT_SCORES = {"id", "score", "selected", "drop_reason", "clean"}
 
-
-class ReportError(ValueError):
-    """The path given is not a run directory, or one of its files cannot be read."""
-
-
-# ---------------------------------------------------------------- reading a run directory
-@dataclass
-class RunView:
-    """What a run directory holds: settings, each phase's state and summary, the sites."""
-
-    root: Path
-    settings: dict[str, Any]
-    status: dict[str, str]  # phase -> "done" | "skipped" | "unfinished" | "not run"
-    summaries: dict[str, dict[str, Any]]  # finished phases only (skipped ones too)
-    sites: list[str]
-
-    def done(self, phase: str) -> dict[str, Any] | None:
-        """The summary of a phase that ran (None when it did not run or was skipped)."""
-        return self.summaries[phase] if self.status[phase] == "done" else None
-
-    def why_missing(self, phase: str) -> str:
-        state = self.status[phase]
-        if state == "skipped":
-            return f"the {phase} phase was skipped: {self.summaries[phase]['skipped']}"
-        last = next((p for p in reversed(list(self.status)) if self.status[p] in ("done", "skipped")), None)
-        after = f" (the run stopped after {last})" if last else " (no phase has finished)"
-        return f"the {phase} phase {'started but did not finish' if state == 'unfinished' else 'has not run'}{after}"
-
-    def stats(self, name: str) -> Any:
-        """stats/<name>.json, or None."""
-        return read_json(self.root / "stats" / f"{name}.json", missing_ok=True)
-
-    def site_dir(self, site: str) -> Path:
-        return self.root / "sites" / site
-
-
-def read_json(path: Path, missing_ok: bool = False) -> Any:
-    if missing_ok and not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"{path}: cannot read it as JSON ({err})") from err
-
-
-def is_run_dir(path: Path) -> bool:
-    from fedcurate.server.phases import PHASES
-
-    return (path / "run.json").is_file() or any((path / "server" / p / "summary.json").is_file() for p in PHASES)
-
-
-def load_run(path: Path) -> RunView:
-    """Read a run directory; ReportError naming the path if it is not one."""
-    from fedcurate.server.phases import PHASES
-
-    root = Path(path)
-    if not root.is_dir() or not is_run_dir(root):
-        what = "does not exist" if not root.exists() else "is not a run directory"
-        raise ReportError(f"{root} {what}: expected run.json or server/<phase>/summary.json in it (the --out of "
-                          "fedcurate select, simulate or demo)")
-    settings = (read_json(root / "run.json", missing_ok=True) or {}).get("settings", {})
-    status, summaries = {}, {}
-    for phase in PHASES:
-        folder = root / "server" / phase
-        if (folder / "DONE").is_file():
-            summaries[phase] = read_json(folder / "summary.json")
-            status[phase] = "skipped" if "skipped" in summaries[phase] else "done"
-        else:
-            status[phase] = "unfinished" if folder.is_dir() else "not run"
-    sites = sorted(p.name for p in (root / "sites").iterdir() if p.is_dir()) if (root / "sites").is_dir() else []
-    for listed in (summaries.get("prepare", {}).get("sites", {}), summaries.get("select", {}).get("sites", {})):
-        sites = sorted(set(sites) | set(listed))
-    return RunView(root, settings, status, summaries, sites)
-
-
-# ---------------------------------------------------------------- HTML pieces
-def fmt(v: Any) -> str:
-    """A cell: n/a for missing or NaN, integers as they are, floats to 4 significant digits."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, bool | np.bool_):
-        return "yes" if v else "no"
-    if isinstance(v, int | np.integer):
-        return str(v)
-    if isinstance(v, float | np.floating):
-        return f"{float(v):.4g}"
-    if isinstance(v, list | tuple):
-        return ", ".join(fmt(x) for x in v)
-    return str(v)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], row_sites: Sequence[str] | None = None) -> str:
-    """An HTML table; `row_sites` tags each row with data-site (tests and readers can count sites)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = []
-    for i, row in enumerate(rows):
-        tag = f' data-site="{html.escape(row_sites[i])}"' if row_sites and row_sites[i] else ""
-        body.append(f"<tr{tag}>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def para(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
-
-
-def not_run(reason: str) -> str:
-    return f'<p class="not-run">not run: {html.escape(reason)}</p>'
-
-
-def img(png: bytes, alt: str) -> str:
-    return f'<img src="{plots.data_uri(png)}" alt="{html.escape(alt)}">'
-
-
-CSS = """body{font-family:sans-serif;margin:2em auto;max-width:1250px;color:#222}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:.2em .6em;text-align:right}
-th{background:#eee}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.6em 0}
-.not-run{color:#777;font-style:italic}nav a{margin-right:1em}section{border-top:1px solid #ddd}"""
-
-
-def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
-
-
-def _progress(items: Sequence[Any], desc: str) -> Any:
-    return tqdm(items, desc=desc, unit="site", leave=False, disable=len(items) < PROGRESS_MIN_ITEMS)
-
-
-# ---------------------------------------------------------------- sections
 KEY_SETTINGS = ("scoring.scorers", "scoring.weights", "scoring.primary", "selection.mode", "selection.scope",
                 "selection.fraction", "selection.count", "selection.threshold", "federation.sites",
                 "federation.aggregation", "federation.exact", "federation.warmup-rounds", "federation.train-rounds",
                 "federation.local-steps", "model.name-or-path", "privacy.dp-epsilon", "privacy.secure-aggregation",
                 "evaluation.test-path")
-
-
-def mode_of(run: RunView) -> str:
-    if not run.sites:
-        return "no site has replied yet"
-    if run.sites == ["local"]:
-        return "centralized (one site, local)"
-    return f"federated, {len(run.sites)} site(s)"
 
 
 def section_overview(run: RunView) -> str:
@@ -221,7 +71,7 @@ def site_scores(run: RunView) -> tuple[dict[str, dict[str, np.ndarray]], dict[st
     columns), and each scorer's orientation."""
     columns: dict[str, dict[str, np.ndarray]] = {}
     higher: dict[str, bool] = {}
-    for site in _progress(run.sites, "report: read scores"):
+    for site in progress(run.sites, "report: read scores"):
         folder = run.site_dir(site)
         meta = read_json(folder / "dynamics" / "columns.json", missing_ok=True) or {}
         higher.update({n: bool(m.get("higher_is_better", True)) for n, m in meta.items()})
@@ -268,7 +118,7 @@ def section_transition(run: RunView) -> str:
     T, p = np.asarray(cur["T"], dtype=float), np.asarray(cur["p"], dtype=float)
     k = T.shape[0]
     raw = curated = None
-    for site in _progress(run.sites, "report: read curation"):
+    for site in progress(run.sites, "report: read curation"):
         path = run.site_dir(site) / "curate" / "apply" / "curation.npz"
         if path.exists():
             with np.load(path) as z:
@@ -289,9 +139,15 @@ def _class_counts(values: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(np.clip(np.rint(v), 0, k - 1).astype(int), minlength=k)
 
 
-def section_threshold(run: RunView) -> str:
-    from fedcurate.common.demo import describe_composite
+def describe_composite(spec: dict[str, Any]) -> str:
+    """'clues' or '1 x z(clues) + 1 x z(perplexity)' (z: standardised with federation-wide moments, oriented)."""
+    if "primary" in spec:
+        return str(spec["primary"])
+    return " + ".join(f"{w:g} x z({n})" for n, w in zip(spec.get("scorers", []), spec.get("weights", []),
+                                                        strict=True) if w)
 
+
+def section_threshold(run: RunView) -> str:
     thr = run.done("threshold")
     if not thr:
         return not_run(run.why_missing("threshold"))
@@ -484,72 +340,3 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     io.write_text(out, page(f"fedcurate run report: {run.root.resolve().name}", "\n".join(parts)))
     log.info("report written to %s", out)
     return out
-
-
-# ---------------------------------------------------------------- comparison across runs
-def expand_runs(paths: Sequence[Path], labels: Sequence[str] | None = None) -> list[tuple[str, Path]]:
-    """(label, run dir) for every path: a run directory itself, or each run directory in a folder of runs
-    (up to two levels, e.g. a quality benchmark's `<out>/<method>` or `<out>/seed-<s>/<method>`)."""
-    if labels is not None and len(labels) != len(paths):
-        raise ReportError(f"{len(labels)} label(s) for {len(paths)} run path(s); give one label per path")
-    found: list[tuple[str, Path]] = []
-    for i, path in enumerate(map(Path, paths)):
-        label = labels[i] if labels else path.resolve().name
-        if is_run_dir(path):
-            found.append((label, path))
-            continue
-        inner = sorted(p for p in path.glob("*") if p.is_dir() and is_run_dir(p)) or \
-            sorted(p for p in path.glob("*/*") if p.is_dir() and is_run_dir(p))
-        if not path.is_dir() or not inner:
-            load_run(path)  # raises the ReportError naming the path
-        prefix = f"{label}/" if labels or len(paths) > 1 else ""
-        found += [(prefix + p.relative_to(path).as_posix(), p) for p in inner]
-    return found
-
-
-def run_figures(run: RunView) -> dict[str, Any]:
-    """The figures of one run that a comparison shows."""
-    sel, ev, prep = run.done("select") or {}, run.done("evaluate") or {}, run.done("prepare") or {}
-    s = run.settings
-    rule = {"fraction": f"fraction {s.get('selection.fraction')}", "count": f"count {s.get('selection.count')}",
-            "threshold": f"threshold {s.get('selection.threshold')}"}.get(s.get("selection.mode", ""),
-                                                                          s.get("selection.mode", "n/a"))
-    traffic = run.stats("communication") or []
-    return {"path": str(run.root), "mode": mode_of(run), "scorers": s.get("scoring.scorers", "n/a"),
-            "selection": f"{rule}, {s.get('selection.scope', 'global')}",
-            "samples": sel["kept"] + sel["dropped"] if sel else prep.get("num_samples"),
-            "kept": sel.get("kept"), "precision": sel.get("precision"), "precision_full": sel.get("precision_full"),
-            "threshold": sel.get("threshold"), "loss": ev.get("loss"), "token_accuracy": ev.get("token_accuracy"),
-            "exact_match": ev.get("exact_match"), "base_loss": ev.get("base", {}).get("loss"),
-            "bytes": sum(t["sent"] + t["received"] for t in traffic),
-            "phases": f"{sum(v in ('done', 'skipped') for v in run.status.values())}/{len(run.status)}"}
-
-
-COLUMNS = (("run", "label"), ("mode", "mode"), ("scorers", "scorers"), ("selection", "selection"),
-           ("samples", "samples"), ("kept", "kept"), ("precision", "precision"),
-           ("precision (full data)", "precision_full"), ("threshold", "threshold"), ("held-out loss", "loss"),
-           ("token accuracy", "token_accuracy"), ("exact match", "exact_match"), ("base model loss", "base_loss"),
-           ("bytes", "bytes"), ("phases finished", "phases"))
-PLOTTED = (("kept", "kept"), ("precision", "precision of the kept set"), ("loss", "held-out loss"),
-           ("token_accuracy", "token accuracy"), ("exact_match", "exact match"))
-
-
-def write_comparison(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = None) -> Path:
-    """Compare runs (see the module docstring for what is written into the folder `out`); returns the path
-    of comparison.html."""
-    runs = expand_runs(run_dirs, labels)
-    rows = [{"label": label, **run_figures(load_run(path))} for label, path in _progress(runs, "compare: read")]
-    out = Path(out)
-    headers = [h for h, _ in COLUMNS]
-    md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    md += ["| " + " | ".join(fmt(r[k]).replace("|", "/") for _, k in COLUMNS) + " |" for r in rows]
-    io.write_text(out / "comparison.md", "# fedcurate run comparison\n\n" + "\n".join(md) + "\n")
-    io.write_json(out / "comparison.json", rows)
-    metrics = {title: [r[k] for r in rows] for k, title in PLOTTED if any(r[k] is not None for r in rows)}
-    png = plots.metric_bars([r["label"] for r in rows], metrics, "runs compared")
-    io.write_with(out / "comparison.png", lambda tmp: tmp.write_bytes(png))
-    body = (table(headers, [[r[k] for _, k in COLUMNS] for r in rows]) +
-            img(png, "Bar charts across runs: " + ", ".join(metrics)))
-    io.write_text(out / "comparison.html", page("fedcurate run comparison", body))
-    log.info("comparison of %d run(s) written to %s", len(rows), out)
-    return out / "comparison.html"

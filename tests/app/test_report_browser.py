@@ -57,7 +57,7 @@ def _run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The report.html a (shrunk) `fedcurate demo` writes: 4 sites over Flower's simulation, every phase."""
-    from fedcurate.common.demo import run_demo
+    from fedcurate.app.demo import run_demo
 
     _chromium()  # skip before building the run
     small = {"synthetic.anchor-size": 60, "synthetic.test-size": 20, "training.epochs": 1.0,

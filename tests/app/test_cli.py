@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fedcurate.common.cli import build_parser, main
+from fedcurate.app.cli import build_parser, main
 
 BROKEN_ROWS = [
     b'{"id": "a", "instruction": "Say hi", "output": "hi"}',

@@ -1,5 +1,8 @@
 """The CPU quickstart behind `fedcurate demo`: a 4-site federated run on Flower's simulation runtime.
 
+    fedcurate demo --out demo-out              # prints demo-out/report.md, writes demo-out/report.html
+    report = run_demo(Path("demo-out"))        # the same from Python; returns the path of report.md
+
 Steps (each resumable: a finished step or phase is not redone when the command is run again):
 1. generate synthetic mixed-quality data for 4 sites whose noise rates differ (0.1, 0.3, 0.6, 0.9), a
    clean public anchor set and a clean test set, with ground truth in each sample's metadata;
@@ -68,7 +71,7 @@ def demo_config(out_dir: Path, num_samples: int | None = None,
 def run_demo(out_dir: Path, num_samples: int | None = None, extra: dict[str, object] | None = None) -> Path:
     """Run the demo under `out_dir` (`extra` overrides settings, e.g. to shrink it in tests); returns the
     path of its report."""
-    from fedcurate.server.simulate import simulate, with_synthetic_defaults, write_synthetic_sites
+    from fedcurate.app.simulate import simulate, with_synthetic_defaults, write_synthetic_sites
 
     out_dir = Path(out_dir).resolve()
     cfg = demo_config(out_dir, num_samples, extra)
@@ -84,7 +87,7 @@ def run_demo(out_dir: Path, num_samples: int | None = None, extra: dict[str, obj
     simulate(cfg, out_dir, sites=cfg.federation.sites, data_dir=out_dir / "data")
     report = out_dir / "report.md"
     io.write_text(report, demo_report(out_dir))
-    from fedcurate.common.report import write_report
+    from fedcurate.app.report import write_report
 
     write_report(out_dir)  # report.html beside it: plots of every phase
     return report
@@ -117,17 +120,11 @@ def train_reference_model(cfg: Config, anchor: Sequence[Sample], model_dir: Path
     return model_dir
 
 
-def describe_composite(spec: dict[str, Any]) -> str:
-    """'clues' or '1 x z(clues) + 1 x z(perplexity)' (z: standardised with federation-wide moments, oriented)."""
-    if "primary" in spec:
-        return str(spec["primary"])
-    return " + ".join(f"{w:g} x z({n})" for n, w in zip(spec.get("scorers", []), spec.get("weights", []),
-                                                        strict=True) if w)
-
-
 def demo_report(run_dir: Path) -> str:
     """A short Markdown report of a finished federated run."""
     import json
+
+    from fedcurate.app.report import describe_composite
 
     def summary(phase: str) -> dict[str, Any]:
         path = run_dir / "server" / phase / "summary.json"

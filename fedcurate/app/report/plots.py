@@ -1,4 +1,4 @@
-"""The figures of a run report (`common/report.py`), each returned as PNG bytes.
+"""The figures of a run report (`fedcurate.app.report`), each returned as PNG bytes.
 
     png = threshold_plot(edges, counts, {"global": 0.24})     # bytes starting with b"\\x89PNG"
     uri = data_uri(png)                                       # "data:image/png;base64,..." for an <img src>
@@ -10,25 +10,16 @@ backend is switched, no window opens, and nothing is left in memory once a figur
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-DPI = 100
+from fedcurate.common.figures import draw_transition, render
+
 LEGEND_MAX = 12  # more series than this: no legend (it would hide the plot)
-
-
-def render(fig: Figure) -> bytes:
-    """The figure as PNG bytes."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
 
 
 def data_uri(png: bytes) -> str:
@@ -73,16 +64,6 @@ def score_plot(columns: Mapping[str, Mapping[str, np.ndarray]], titles: Mapping[
     for ax in axes[len(names):]:
         ax.set_visible(False)
     return render(fig)
-
-
-def draw_transition(fig: Figure, ax: Any, T: np.ndarray) -> None:
-    """T as an annotated heatmap on `ax` (row: true score, column: observed score), with its colour bar."""
-    im = ax.imshow(T, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (i, j), v in np.ndenumerate(T):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small", color="white" if v > 0.5 else "black")
-    ax.set(title="score transition matrix T", xlabel="observed (raw) score", ylabel="true score",
-           xticks=range(T.shape[1]), yticks=range(T.shape[0]))
-    fig.colorbar(im, ax=ax, shrink=0.8)
 
 
 def transition_plot(T: np.ndarray, p: np.ndarray, raw: np.ndarray | None, curated: np.ndarray | None) -> bytes:
