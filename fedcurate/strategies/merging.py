@@ -1,8 +1,8 @@
-"""Merging of site LoRA adapters (CLUES one-shot merging) and the FedAvg of LoRA states (`aggregate_lora`).
+"""Merging of site LoRA adapters: CLUES one-shot merging, and the LoRA maths of FedAvg (`lora_average.py`).
 
     merged = merge_adapters([state_a, state_b], weights=[300, 100], method="ties", density=0.2,
                             seed=0, rank=8, scaling=lora_alpha / r)
-    mean = aggregate_lora([state_a, state_b], weights=[300, 100], exact="svd")   # one FedAvg round
+    mean = merge_adapters([state_a, state_b], weights=[300, 100], method="svd")     # one FedAvg round
 
 A state is a peft adapter state dict (`get_peft_model_state_dict`) of torch tensors or numpy arrays;
 the result has the same type and keys. LoRA pairs are found by name: `<m>.lora_A[.<name>].weight`
@@ -31,11 +31,12 @@ separately with weights sqrt(w * s), losing the cross terms of B @ A (`ties-peft
 1 it yields K * s * mean(B) @ mean(A) for K equal sites, not our FedIT mean; its `svd` is our `svd` and
 `cat` our `stack`. Its merged adapter has lora_alpha = r (scaling 1): use `out_scaling=1.0` to compare.
 
-FedAvg of LoRA states (`aggregate_lora`, p_k = n_k / sum n) names the methods by `exact`: None (FedIT, A
-and B averaged separately: mean(B) @ mean(A) != sum p_k B_k A_k) is `linear`; "svd" is `svd`, shapes
-fixed, B' @ A' the best rank-r approximation of the mean dW (Eckart-Young; exact when the sum of site
-ranks <= r or rank(mean dW) <= r, with K sites of rank r it generally truncates); "stack" is `stack`
-(FLoRA-style, Wang et al. 2024): exactly sum p_k B_k @ A_k, of rank sum r_k.
+FedAvg of LoRA states (`lora_average.average_states`, p_k = n_k / sum n) names the methods by
+`federation.exact`: "none" (FedIT, A and B averaged separately: mean(B) @ mean(A) != sum p_k B_k A_k) is
+`linear`; "svd" is `svd`, shapes fixed, B' @ A' the best rank-r approximation of the mean dW
+(Eckart-Young; exact when the sum of site ranks <= r or rank(mean dW) <= r, with K sites of rank r it
+generally truncates). `stack` (FLoRA-style, Wang et al. 2024: exactly sum p_k B_k @ A_k, of rank sum r_k)
+cannot serve FedAvg rounds, whose Adam moments need fixed shapes; it is a one-shot merge method.
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ logger = logging.getLogger(__name__)
 State = Mapping[str, Any]  # name -> torch.Tensor | np.ndarray
 MERGERS: Registry[Callable[..., tuple[torch.Tensor, torch.Tensor]]] = Registry("merge method")
 _B_OF_A = {"lora_A": "lora_B", "lora_embedding_A": "lora_embedding_B"}
-EXACT = (None, "svd", "stack")  # aggregate_lora's `exact`
-_EXACT_METHOD = {None: "linear", "svd": "svd", "stack": "stack"}
 
 
 def lora_pairs(keys: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -257,16 +256,6 @@ def merge_adapters(states: Sequence[State], weights: Sequence[float], method: st
     for a_key, b_key in pairs:
         out[a_key], out[b_key] = merge([_t(s[a_key]) for s in states], [_t(s[b_key]) for s in states], cfg)
     return _like(out, states[0])
-
-
-def aggregate_lora(states: Sequence[State], weights: Sequence[float], exact: str | None = None, *,
-                   rank: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Weighted (weights rescaled to sum 1) FedAvg of LoRA states, `exact` in EXACT as in the module
-    docstring; `rank` (svd) defaults to the largest input rank, `seed` seeds the spare directions of a
-    rank-deficient SVD re-factorisation."""
-    if exact not in EXACT:
-        raise ValueError(f"exact must be one of {EXACT}, got {exact!r}")
-    return merge_adapters(states, weights, _EXACT_METHOD[exact], rank=rank, seed=seed)
 
 
 def _like(out: Mapping[str, torch.Tensor], ref: State) -> dict[str, Any]:

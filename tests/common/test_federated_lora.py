@@ -28,7 +28,7 @@ from fedcurate.common.models.loading import load_model_and_tokenizer
 from fedcurate.common.models.tiny import build_tiny_model
 from fedcurate.simulations.synthetic import generate_clean
 from fedcurate.strategies.lora_average import average_states
-from fedcurate.strategies.merging import aggregate_lora
+from fedcurate.strategies.merging import merge_adapters
 
 TRAINING = TrainingConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=1e-2, batch_size=4,
                           gradient_accumulation=2, warmup_ratio=0.25, max_steps=6, checkpoints=1, seed=3)
@@ -123,7 +123,7 @@ def test_averaging_is_the_weighted_mean_for_moments_and_fedit_weights(cfg: Confi
     # Assert
     _assert_close(mean, {k: 0.25 * a[k] + 0.75 * b[k] for k in a}, atol=1e-7)
     plain = [{k[len("weight/"):]: s[k] for k in s if k.startswith("weight/")} for s in (a, b)]
-    want = aggregate_lora(plain, [1, 3], exact="svd")
+    want = merge_adapters(plain, [1, 3], "svd")
     _assert_close({k: svd[f"weight/{k}"] for k in want}, want, atol=1e-6)
     assert all(np.array_equal(svd[k], mean[k]) for k in a if not k.startswith("weight/"))
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from fedcurate.strategies.merging import (
-    aggregate_lora,
     factor_product,
     lora_delta,
     lora_pairs,
@@ -156,7 +155,7 @@ def test_merge_rejects_mismatched_inputs():
     assert merge_adapters([a, b], [1, 1], "svd", rank=5)[A].shape == (5, 5)
 
 
-def test_aggregate_lora_svd_reproduces_the_mean_delta_when_the_ranks_allow():
+def test_svd_fedavg_reproduces_the_mean_delta_when_the_ranks_allow():
     # Prepare: three sites whose updates have rank 1 each; the global rank is 4 >= 3
     rng = np.random.default_rng(0)
     states = [_adapter(rng, r=4) for _ in range(3)]
@@ -165,16 +164,14 @@ def test_aggregate_lora_svd_reproduces_the_mean_delta_when_the_ranks_allow():
     weights = [10.0, 20.0, 70.0]
 
     # Execute
-    exact = aggregate_lora(states, weights, "svd")
-    fedit = aggregate_lora(states, weights, None)
+    exact = merge_adapters(states, weights, "svd")
+    fedit = merge_adapters(states, weights, "linear")
 
     # Assert: svd is exact, FedIT is not; the plain key is a weighted mean either way
     np.testing.assert_allclose(exact[B] @ exact[A], _mean_delta(states, weights), atol=1e-5)
     assert np.abs(fedit[B] @ fedit[A] - _mean_delta(states, weights)).max() > 0.05
     bias = sum(w / 100 * s["m.head.bias"] for w, s in zip(weights, states, strict=True))
     np.testing.assert_allclose(exact["m.head.bias"], bias, atol=1e-6)
-    with pytest.raises(ValueError, match="exact must be one of"):
-        aggregate_lora(states, weights, "cat")
 
 
 @pytest.fixture(scope="module")
