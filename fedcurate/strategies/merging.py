@@ -36,7 +36,7 @@ FedAvg of LoRA states (`lora_average.average_states`, p_k = n_k / sum n) names t
 `linear`; "svd" is `svd`, shapes fixed, B' @ A' the best rank-r approximation of the mean dW
 (Eckart-Young; exact when the sum of site ranks <= r or rank(mean dW) <= r, with K sites of rank r it
 generally truncates). `stack` (FLoRA-style, Wang et al. 2024: exactly sum p_k B_k @ A_k, of rank sum r_k)
-cannot serve FedAvg rounds, whose Adam moments need fixed shapes (nor is it offered by `federation.merge-method`).
+cannot serve FedAvg rounds, whose Adam moments need fixed shapes (nor is it a `federation.merge-method`).
 """
 
 from __future__ import annotations
