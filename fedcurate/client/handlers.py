@@ -28,7 +28,6 @@ import numpy as np
 
 from fedcurate.client.site import (
     SiteLocation,
-    phase_dir,
     prepare_inputs,
     prepare_stale,
     site_data_path,
@@ -89,7 +88,7 @@ def input_digests(name: str, cfg: Config, where: SiteLocation) -> dict[str, str]
 
 def check_prepared(step: str, cfg: Config, where: SiteLocation, digest: str) -> None:
     """Raise StaleDataError when this site's prepare outputs were made from other data than it has now."""
-    if not phase_dir(where.site_dir, "prepare").exists():
+    if not layout.step_dir(where.site_dir, "prepare").exists():
         return  # prepare never ran here: a step that needs its samples says so itself
     stale = prepare_stale(where.site_dir, prepare_inputs(where.data_path, cfg, digest))
     if stale:

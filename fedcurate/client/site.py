@@ -112,14 +112,6 @@ def locate(node_config: dict[str, Any], record: dict[str, Any]) -> SiteLocation:
     return SiteLocation(site, data_path, Path(str(record["run-dir"])) / "sites" / site, test_path)
 
 
-def phase_dir(site_dir: Path, phase: str) -> Path:
-    return Path(site_dir) / phase
-
-
-def phase_done(site_dir: Path, phase: str) -> bool:
-    return (phase_dir(site_dir, phase) / "DONE").is_file()
-
-
 def reject_kind(reject: Reject) -> str:
     """Short label of a reject's cause, free of row values (rule in the module docstring)."""
     unquoted = re.sub(r"'[^']*'|\"[^\"]*\"|(?<![\w-])\d+(?![\w-])", " ", reject.reason)
@@ -161,7 +153,7 @@ def prepare_inputs(data_path: str, cfg: Config, digest: str | None = None) -> di
 
 def prepare_stale(site_dir: Path, inputs: dict[str, Any]) -> str:
     """Why the prepare outputs in `site_dir` are not those of `inputs` ("" when they are)."""
-    done = phase_dir(site_dir, "prepare") / "DONE"
+    done = layout.step_dir(site_dir, "prepare") / "DONE"
     if not done.is_file():
         return "prepare has not finished"
     try:
@@ -188,9 +180,9 @@ def prepare(site: str, data_path: str, site_dir: Path, cfg: Config, digest: str 
     Raises `DataError` (listing every bad row with file and line) when `data.on-error = "raise"`
     and a row is bad; nothing is marked done then, so a fixed file is picked up by the next run.
     """
-    out = phase_dir(site_dir, "prepare")
+    out = layout.step_dir(site_dir, "prepare")
     inputs = prepare_inputs(data_path, cfg, digest)
-    if phase_done(site_dir, "prepare"):
+    if layout.step_done(site_dir, "prepare"):
         stale = prepare_stale(site_dir, inputs)
         if not stale:
             stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from fedcurate.client.handlers import StaleDataError, handle
-from fedcurate.client.site import SiteLocation, describe_rejects, locate, phase_done, prepare, reject_kind
+from fedcurate.client.site import SiteLocation, describe_rejects, locate, prepare, reject_kind
 from fedcurate.common.config import load_config
 from fedcurate.common.data.sample import DataError, Reject
+from fedcurate.common.protocol.layout import step_done
 from fedcurate.common.protocol.payload import Payload
 
 GOOD = [{"id": f"g{i}", "instruction": f"Add {i} and 1.", "output": str(i + 1)} for i in range(3)]
@@ -65,7 +66,7 @@ def test_prepare_skip_mode_writes_samples_rejects_and_stats(tmp_path):
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert stats == {"site": "a", "num_samples": 3, "num_rejects": 3,
                      "rejects_by_reason": result.rejects_by_reason, "seconds": result.seconds}
-    assert phase_done(site_dir, "prepare")
+    assert step_done(site_dir, "prepare")
     done = json.loads((out / "DONE").read_text(encoding="utf-8"))
     assert done["data_digest"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert (done["data_path"], done["data"]["on-error"]) == (str(data), "skip")
@@ -184,7 +185,7 @@ def test_prepare_raise_mode_propagates_data_error_and_marks_nothing_done(tmp_pat
 
     # Assert
     assert [r.line for r in info.value.rejects] == [2, 5, 6]
-    assert not phase_done(tmp_path / "site", "prepare")
+    assert not step_done(tmp_path / "site", "prepare")
 
 
 @pytest.mark.parametrize(("field", "reason", "kind"), [

@@ -83,6 +83,11 @@ def step_dir(site_root: Path, step: str) -> Path:
     return Path(site_root, phase, *[f"round-{p}" if p.isdigit() else p for p in rest])
 
 
+def step_done(site_root: Path, step: str) -> bool:
+    """A site step that marks its completion (prepare) has written its DONE marker."""
+    return (step_dir(site_root, step) / "DONE").is_file()
+
+
 def site_samples_path(site_root: Path) -> Path:
     """The samples `prepare` validated at a site."""
     return Path(site_root) / "prepare" / "samples.jsonl"
