@@ -27,6 +27,7 @@ from typing import Any
 from fedcurate.common import io
 from fedcurate.common.config import Config, from_flat, load_config, to_flat
 from fedcurate.common.data.sample import Sample
+from fedcurate.common.protocol import layout
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def demo_report(run_dir: Path) -> str:
     from fedcurate.app.report import describe_composite
 
     def summary(phase: str) -> dict[str, Any]:
-        path = run_dir / "server" / phase / "summary.json"
+        path = layout.summary_path(run_dir, phase)
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
     sel, thr, ev = summary("select"), summary("threshold"), summary("evaluate")

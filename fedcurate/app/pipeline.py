@@ -64,10 +64,10 @@ def run_select(cfg: Config, out_dir: Path, input_path: Path | None = None) -> di
 def write_central_outputs(cfg: Config, out_dir: Path, site_dir: Path,
                           summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """scores.parquet, selected.jsonl, rejects.jsonl at the top of a centralized run; returns its stats."""
-    io.write_with(out_dir / "rejects.jsonl", lambda tmp: shutil.copyfile(site_dir / "prepare" / "rejects.jsonl", tmp))
-    picked = pq.read_table(site_dir / "select" / "scores.parquet").to_pydict()
+    io.write_with(out_dir / "rejects.jsonl", lambda tmp: shutil.copyfile(layout.step_dir(site_dir, "prepare") / "rejects.jsonl", tmp))
+    picked = pq.read_table(layout.step_dir(site_dir, "select") / "scores.parquet").to_pydict()
     io.write_with(out_dir / "selected.jsonl",
-                  lambda tmp: shutil.copyfile(site_dir / "select" / "selected.jsonl", tmp))
+                  lambda tmp: shutil.copyfile(layout.selected_path(site_dir), tmp))
     columns = [ScoreColumn(name, c["higher_is_better"], [float(v) for v in c["values"]], list(c["reasons"]), 0.0)
                for name, c in site_columns(site_dir).items()]
     table: dict[str, Any] = {"id": picked["id"]}
@@ -77,7 +77,7 @@ def write_central_outputs(cfg: Config, out_dir: Path, site_dir: Path,
     if "clean" in picked:
         table["clean"] = picked["clean"]
     io.write_with(out_dir / "scores.parquet", lambda tmp: pq.write_table(pa.table(table), tmp))
-    site_stats = json.loads((site_dir / "select" / "stats.json").read_text(encoding="utf-8"))
+    site_stats = json.loads((layout.step_dir(site_dir, "select") / "stats.json").read_text(encoding="utf-8"))
     prep = summaries["prepare"]
     stats: dict[str, Any] = {
         "num_samples": site_stats["num-samples"],

@@ -109,7 +109,7 @@ def locate(node_config: dict[str, Any], record: dict[str, Any]) -> SiteLocation:
     test_path = str(node_config.get("test-path", ""))
     if "run-dir" in node_config:
         return SiteLocation(site, data_path, Path(str(node_config["run-dir"])), test_path)
-    return SiteLocation(site, data_path, Path(str(record["run-dir"])) / "sites" / site, test_path)
+    return SiteLocation(site, data_path, layout.site_dir(Path(str(record["run-dir"])), site), test_path)
 
 
 def reject_kind(reject: Reject) -> str:

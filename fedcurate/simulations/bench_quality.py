@@ -45,6 +45,7 @@ from fedcurate.common.config import Config, RaterConfig, from_flat, load_config,
 from fedcurate.common.data.loaders import write_samples
 from fedcurate.common.data.sample import Sample
 from fedcurate.common.io import write_json
+from fedcurate.common.protocol import layout
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +116,10 @@ def run_method(cfg: Config, run_dir: Path, site_paths: list[Path], flower: bool)
         from fedcurate.client.site import SiteLocation
         from fedcurate.server.orchestrator import run_phases
 
-        sites = [SiteLocation(f"site-{i}", str(p), run_dir / "sites" / f"site-{i}") for i, p in enumerate(site_paths)]
+        sites = [SiteLocation(f"site-{i}", str(p), layout.site_dir(run_dir, f"site-{i}")) for i, p in enumerate(site_paths)]
         run_phases(cfg, run_dir, LocalTransport(sites, cfg))
-    sel = json.loads((run_dir / "server" / "select" / "summary.json").read_text(encoding="utf-8"))
-    ev = json.loads((run_dir / "server" / "evaluate" / "summary.json").read_text(encoding="utf-8"))
+    sel = layout.read_summary(run_dir, "select")
+    ev = layout.read_summary(run_dir, "evaluate")
     return {"precision": sel.get("precision"), "kept": sel["kept"],
             "kept_per_site": {s: v["kept"] for s, v in sel["sites"].items()},
             "threshold": sel.get("threshold"), "loss": ev.get("loss"),

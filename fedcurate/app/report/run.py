@@ -19,6 +19,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from fedcurate.common.protocol import layout
+
 PROGRESS_MIN_ITEMS = 8  # show a progress bar when reading or plotting at least this many sites or runs
 
 
@@ -49,10 +51,10 @@ class RunView:
 
     def stats(self, name: str) -> Any:
         """stats/<name>.json, or None."""
-        return read_json(self.root / "stats" / f"{name}.json", missing_ok=True)
+        return read_json(layout.stats_path(self.root, name), missing_ok=True)
 
     def site_dir(self, site: str) -> Path:
-        return self.root / "sites" / site
+        return layout.site_dir(self.root, site)
 
 
 def read_json(path: Path, missing_ok: bool = False) -> Any:
@@ -65,9 +67,7 @@ def read_json(path: Path, missing_ok: bool = False) -> Any:
 
 
 def is_run_dir(path: Path) -> bool:
-    from fedcurate.common.protocol.layout import PHASES
-
-    return (path / "run.json").is_file() or any((path / "server" / p / "summary.json").is_file() for p in PHASES)
+    return (path / layout.RUN_FILE).is_file() or any(layout.summary_path(path, p).is_file() for p in layout.PHASES)
 
 
 def load_run(path: Path) -> RunView:
@@ -82,7 +82,7 @@ def load_run(path: Path) -> RunView:
     settings = (read_json(root / "run.json", missing_ok=True) or {}).get("settings", {})
     status, summaries = {}, {}
     for phase in PHASES:
-        folder = root / "server" / phase
+        folder = layout.phase_dir(root, phase)
         if (folder / "DONE").is_file():
             summaries[phase] = read_json(folder / "summary.json")
             status[phase] = "skipped" if "skipped" in summaries[phase] else "done"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import fedcurate
+from fedcurate.common.protocol import layout
 from fedcurate.server.deploy.processes import CONNECTION, STARTED_FILE, DeployError, flower_bin, flwr_cli
 
 
@@ -90,8 +91,7 @@ def follow_run(flwr_home: Path, config_file: Path, run_dir: Path, phases: tuple[
     lost for longer than `reconnect_s`."""
     out = out or sys.stdout
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
-    done_dir = Path(run_dir) / "server"
-    reported = {p for p in phases if (done_dir / p / "DONE").is_file()}
+    reported = {p for p in phases if layout.phase_done(run_dir, p)}
     epoch, run_id = superlink_epoch(flwr_home), submit_run(flwr_home, config_file, run_dir)
     say(f"run {run_id} submitted; phases already done: {', '.join(p for p in phases if p in reported) or 'none'}")
     lost_since: float | None = None
@@ -99,7 +99,7 @@ def follow_run(flwr_home: Path, config_file: Path, run_dir: Path, phases: tuple[
 
     def progress() -> None:
         for phase in phases:
-            if phase not in reported and (done_dir / phase / "DONE").is_file():
+            if phase not in reported and layout.phase_done(run_dir, phase):
                 reported.add(phase)
                 say(f"[{len(reported)}/{len(phases)}] {phase} done")
 
@@ -119,7 +119,7 @@ def follow_run(flwr_home: Path, config_file: Path, run_dir: Path, phases: tuple[
             continue
         lost_since = None
         if status.startswith("finished:completed"):
-            missing = [p for p in phases if not (done_dir / p / "DONE").is_file()]
+            missing = [p for p in phases if not layout.phase_done(run_dir, p)]
             if missing:
                 say(f"error: run {run_id} ended without finishing {', '.join(missing)}")
                 return 1
