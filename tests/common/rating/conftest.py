@@ -20,10 +20,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from fedcurate.app.vllm_env import VllmEnvError, ensure_vllm_env, platform_problem
 from fedcurate.common.config import RaterConfig
 from fedcurate.common.models.tiny import MAX_POSITIONS, build_tiny_tokenizer
 from fedcurate.common.rating.backends.vllm_server import VllmBackend
-from fedcurate.simulations.vllm_env import VllmEnvError, ensure_vllm_env, platform_problem
 
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}assistant: {% endif %}")

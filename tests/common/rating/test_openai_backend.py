@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from loopback_http import LoopbackServer  # tests/loopback_http.py
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedcurate.common.config import RaterConfig
@@ -25,7 +26,6 @@ from fedcurate.common.rating.backends.openai_http import MISSING, OpenAIBackend
 from fedcurate.common.rating.backends.request_cache import RequestCache
 from fedcurate.common.rating.parsing import from_generation
 from fedcurate.common.rating.raters import PromptRater
-from fedcurate.simulations.loopback_http import LoopbackServer
 
 TOP = {"1": math.log(0.5), "2": math.log(0.2), "3": math.log(0.1), "x": math.log(0.2)}
 

@@ -4,7 +4,7 @@ vLLM cannot be installed beside Flower (conflicting pins), so it always runs as 
 
     # connect to a server the site already runs (`model`: its served name, and where the tokenizer loads here)
     VllmBackend(RaterConfig(backend="vllm", model="/models/llama-3-8b", url="http://gpu-host:8000"))
-    # or start one from the vLLM environment (`python -m fedcurate.simulations.vllm_env` builds it)
+    # or start one from the vLLM environment (`python -m fedcurate.app.vllm_env` builds it)
     with VllmBackend(RaterConfig(backend="vllm", model="/models/llama-3-8b",
                                  vllm_python="~/.cache/fedcurate/venv-vllm/bin/python")) as backend:
         backend.candidate_probs(prompts, ["1", "2", "3", "4", "5"])
@@ -57,7 +57,7 @@ from fedcurate.common.rating.base import BACKENDS, Generation, TokenProbs
 
 logger = logging.getLogger(__name__)
 
-VENV_ENV = "FEDCURATE_VLLM_VENV"  # same default as fedcurate.simulations.vllm_env
+VENV_ENV = "FEDCURATE_VLLM_VENV"  # same default as fedcurate.app.vllm_env
 
 
 class VllmServerError(RuntimeError):
@@ -65,7 +65,7 @@ class VllmServerError(RuntimeError):
 
 
 def default_vllm_python() -> Path:
-    """The interpreter of the environment built by `python -m fedcurate.simulations.vllm_env`."""
+    """The interpreter of the environment built by `python -m fedcurate.app.vllm_env`."""
     venv = os.environ.get(VENV_ENV) or Path.home() / ".cache" / "fedcurate" / "venv-vllm"
     return Path(venv).expanduser() / "bin" / "python"
 
@@ -263,7 +263,7 @@ def _start_server(cfg: RaterConfig, max_model_len: int, timeout_s: float, log_pa
     python = Path(cfg.vllm_python).expanduser() if cfg.vllm_python else default_vllm_python()
     if not python.exists():
         raise VllmServerError(f"rater {cfg.name!r}: no vLLM interpreter at {python}; build the environment with "
-                              "`python -m fedcurate.simulations.vllm_env`, set vllm-python, or give the url "
+                              "`python -m fedcurate.app.vllm_env`, set vllm-python, or give the url "
                               "of a running vLLM server")
     port = _free_port()
     on_cpu = shutil.which("nvidia-smi") is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcurate.simulations.vllm_env import MARKER, SPECS, is_ready, main
+from fedcurate.app.vllm_env import MARKER, SPECS, is_ready, main
 
 
 def _fake_venv(root: Path, marker: dict[str, object] | None) -> Path:

