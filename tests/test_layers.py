@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grimp
 import pytest
 
@@ -97,3 +99,13 @@ def test_each_layer_imports_only_the_layers_below(graph):
                 bad.append(f"{module} -> {imported}")
     # Assert
     assert bad == []
+
+
+def test_no_module_below_the_application_layer_has_several_jobs_in_one_long_file():
+    # Prepare
+    root = Path(__file__).parents[1] / "fedcurate"
+    lengths = {str(p.relative_to(root)): len(p.read_text(encoding="utf-8").splitlines())
+               for layer in ("common", "client", "server", "strategies") for p in (root / layer).rglob("*.py")}
+    # Assert
+    assert {p: n for p, n in lengths.items() if n > 400} == {}
+    assert lengths["server/orchestrator.py"] < 250
