@@ -50,6 +50,8 @@ class Run:
         """One round: send, validate every reply (exclude bad ones), log bytes, enforce min-sites."""
         start = time.monotonic()
         result = self.transport.round(phase, step, payload)
+        # replies in site order, not arrival order: float sums over sites are then the same on every run
+        result.replies = dict(sorted(result.replies.items()))
         for site in sorted(result.replies):
             problems = validate(site, result.replies[site]) if validate else []
             if problems:
