@@ -256,3 +256,18 @@ def test_sites_evaluate_the_trained_adapter_on_their_own_test_sets(tmp_path):
 
     page = write_report(tmp_path / "run").read_text()
     assert "each site&#x27;s own held-out set" in page or "each site's own held-out set" in page
+
+
+def test_replies_reach_the_phases_in_site_order_whatever_order_they_arrived_in():
+    # Prepare: a transport whose replies arrive in reverse site order (as Flower's may, under load)
+    from fedcurate.server.run import Run
+
+    class Reversed:
+        def round(self, phase, step, payload):
+            return RoundResult(replies={s: Payload({"x": 0.1 * i}) for i, s in enumerate(["c", "b", "a"])})
+
+    cfg = load_config(None, {"federation.min-sites": 1})
+    # Execute
+    result = Run(cfg, Path("unused"), Reversed()).round("prepare", "prepare", Payload())
+    # Assert: float sums over sites then follow one order on every run
+    assert list(result.replies) == ["a", "b", "c"]
