@@ -112,10 +112,22 @@ class FlowerTransport:
         first = msgs[0].content if msgs else pack(payload, {})  # measured before sending: the grid consumes them
         size, wire = content_bytes(first), (wire_bytes(first) if PAYLOAD_TAPS else b"")
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
+        # the grid stamps each message's id when it pushes it; an error reply made by the SuperLink (e.g. "Node
+        # Unavailable" for a SuperNode that stopped sending heartbeats) comes from the SuperLink's own node id,
+        # so it is traced back to its node through the message it replies to
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs if m.metadata.message_id}
         result = RoundResult(replies={})
-        answered = set()
+        answered, gone = set(), set()
         for reply in replies:
             node = reply.metadata.src_node_id
+            if node not in self.nodes:  # made by the SuperLink on the node's behalf: the node is gone
+                node = sent_to.get(reply.metadata.reply_to_message_id, node)
+                name = self.site_of.get(node, f"node-{node}")
+                why = (reply.error.reason if reply.has_error() else "a reply the node did not send")
+                result.excluded.append({"site": name, "node_id": node, "reason": f"{why}; dropped from later rounds"})
+                logger.error("[ROUND %s] %s (node %d) is gone: %s", step, name, node, why)
+                gone.add(node)
+                continue
             answered.add(node)
             name = self.site_of.get(node, f"node-{node}")
             if reply.has_error():
@@ -144,7 +156,7 @@ class FlowerTransport:
             tap("received", name, step, got, wire_bytes(reply.content) if PAYLOAD_TAPS else b"")
             result.replies[name] = got
             result.traffic[name] = {"sent": size, "received": content_bytes(reply.content)}
-        lost = [node for node in self.nodes if node not in answered]
+        lost = [node for node in self.nodes if node not in answered and node not in gone]
         for node in lost:  # crashed, cut off or too slow: dropped for the rest of the run
             name = self.site_of.get(node, f"node-{node}")
             result.excluded.append({"site": name, "node_id": node,
@@ -155,7 +167,7 @@ class FlowerTransport:
         return result
 
     def secure_sum(self, phase: str, step: str, payload: Payload, keys: Sequence[str]) -> SecureSum:
-        """One SecAgg+ round (`server/secure.py`): the sites' fields `keys`, summed; nothing else comes back."""
+        """One SecAgg+ round (`strategies/secure_sum.py`): the sites' fields `keys`, summed; nothing else comes back."""
         from fedcurate.strategies.secure_sum import secure_sum
 
         instruction = {"record": {**self.record, "step": step}, "phase": phase,

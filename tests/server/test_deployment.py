@@ -121,7 +121,9 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_completes_with_the_ot
     assert set(select["sites"]) == {"a", "b"}
     lost = [e for p in ("dynamics", "threshold") for e in
             json.loads((run / "server" / p / "summary.json").read_text())["exclusions"]]
-    assert [e["site"] for e in lost] == ["c"] and f"no reply within {ROUND_TIMEOUT_S:.0f} s" in lost[0]["reason"]
+    # lost once, named by its key: by the round timeout, or earlier by the SuperLink's missed-heartbeat reply
+    assert [e["site"] for e in lost] == ["c"] and "dropped from later rounds" in lost[0]["reason"]
+    assert f"no reply within {ROUND_TIMEOUT_S:.0f} s" in lost[0]["reason"] or "Node Unavailable" in lost[0]["reason"]
 
 
 def _pids(log: Path) -> dict[str, int]:
